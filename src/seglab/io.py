@@ -1,0 +1,225 @@
+"""Reading images into well-defined arrays, and writing every output atomically.
+
+Images arrive in every mode Pillow knows (grayscale, palette, 16-bit, CMYK, RGBA,
+EXIF-rotated). The rest of seglab only ever sees ``uint8`` arrays of shape
+``(H, W, 3)`` (or ``(H, W, 4)`` when a caller asks for alpha), so every mode is
+converted here, explicitly, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Literal
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from seglab.errors import ImageReadError
+
+# A truncated file must fail loudly, never decode into a half-grey image.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+DEFAULT_MAX_PIXELS = 64_000_000
+"""Decompression-bomb limit: a 20000x20000 PNG of a few KB would need 1.2 GB as RGB."""
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+Source = str | os.PathLike[str] | bytes | IO[bytes]
+ColorMode = Literal["RGB", "RGBA", "L"]
+
+
+def _describe(source: Source, name: str | None) -> str:
+    if name:
+        return name
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return "<uploaded bytes>"
+
+
+def _to_eight_bit(img: Image.Image) -> Image.Image:
+    """Scale 16-bit, 32-bit integer and float single-channel images to 8-bit 'L'."""
+    arr = np.asarray(img)
+    if img.mode == "F":
+        arr = arr.astype(np.float64)
+        # Float images are taken to be in [0, 1] when they fit, else in [0, 255].
+        scaled = arr * 255.0 if np.nanmax(arr, initial=0.0) <= 1.0 else arr
+        out = np.clip(np.nan_to_num(scaled), 0, 255).astype(np.uint8)
+    else:
+        arr = arr.astype(np.int64)
+        # 'I' holds 16-bit PNGs in older Pillow versions; anything beyond 16 bits is clipped.
+        out = (np.clip(arr, 0, 65535) >> 8).astype(np.uint8)
+    return Image.fromarray(out, mode="L")
+
+
+def _normalise_mode(img: Image.Image) -> Image.Image:
+    """Map every Pillow mode onto one of 'L', 'LA', 'RGB', 'RGBA'."""
+    mode = img.mode
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return img
+    if mode == "1":
+        return img.convert("L")
+    if mode.startswith("I") or mode == "F":
+        return _to_eight_bit(img)
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in img.info
+        return img.convert("RGBA" if has_alpha else "RGB")
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        return img.convert("RGB")
+    if mode in ("RGBa", "La"):
+        return img.convert("RGBA" if mode == "RGBa" else "LA")
+    return img.convert("RGB")
+
+
+def read_image(
+    source: Source,
+    mode: ColorMode = "RGB",
+    *,
+    name: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> np.ndarray:
+    """Read an image file (path, bytes or file object) into a ``uint8`` array.
+
+    ``mode="RGB"`` gives ``(H, W, 3)``; an alpha channel is composited onto
+    ``background`` because the colour under transparent pixels is undefined
+    (often black garbage). ``mode="RGBA"`` gives ``(H, W, 4)`` with alpha kept
+    (opaque images get alpha 255). ``mode="L"`` gives ``(H, W)``.
+    EXIF orientation is applied. Any failure raises :class:`ImageReadError`
+    naming the file and the problem.
+    """
+    label = _describe(source, name)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise ImageReadError(label, "file not found")
+        if path.is_dir():
+            raise ImageReadError(label, "is a directory, not an image file")
+        if path.stat().st_size == 0:
+            raise ImageReadError(label, "file is empty (0 bytes)")
+        stream: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed in finally
+    elif isinstance(source, bytes):
+        if not source:
+            raise ImageReadError(label, "file is empty (0 bytes)")
+        stream = io.BytesIO(source)
+    else:
+        stream = source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            try:
+                img = Image.open(stream)
+            except UnidentifiedImageError:
+                raise ImageReadError(label, "not a recognised image format") from None
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                raise ImageReadError(
+                    label, f"decompression-bomb guard: {exc} exceeds the pixel limit") from None
+            except (OSError, SyntaxError, ValueError) as exc:
+                raise ImageReadError(label, f"corrupt or truncated image data ({exc})") from None
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ImageReadError(
+                    label,
+                    f"decompression-bomb guard: {width}x{height} = {width * height} pixels "
+                    f"exceeds the pixel limit of {max_pixels}",
+                )
+            if width < 1 or height < 1:
+                raise ImageReadError(label, f"invalid size {width}x{height}")
+            try:
+                img.load()
+                img = ImageOps.exif_transpose(img)
+            except (OSError, SyntaxError, ValueError) as exc:
+                # Pillow reports truncation and corrupt streams as OSError/SyntaxError.
+                raise ImageReadError(label, f"corrupt or truncated image data ({exc})") from None
+            img = _normalise_mode(img)
+            return _convert(img, mode, background)
+    finally:
+        if isinstance(source, (str, os.PathLike)):
+            stream.close()
+
+
+def _convert(img: Image.Image, mode: ColorMode, background: tuple[int, int, int]) -> np.ndarray:
+    if mode == "RGBA":
+        return np.asarray(img.convert("RGBA"), dtype=np.uint8).copy()
+    if img.mode in ("RGBA", "LA"):
+        rgba = img.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, (*background, 255))
+        img = Image.alpha_composite(base, rgba).convert("RGB")
+    if mode == "L":
+        return np.asarray(img.convert("L"), dtype=np.uint8).copy()
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def list_images(*inputs: str | os.PathLike[str]) -> list[Path]:
+    """Expand files, folders (recursively) and glob patterns into a sorted list of image paths."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found.extend(
+                p for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        elif any(ch in str(item) for ch in "*?["):
+            anchor = Path(path.anchor) if path.is_absolute() else Path()
+            pattern = str(path.relative_to(anchor)) if path.is_absolute() else str(path)
+            found.extend(sorted(p for p in anchor.glob(pattern) if p.is_file()))
+        else:
+            found.append(path)  # missing files are reported by read_image, not dropped here
+    unique: dict[Path, None] = dict.fromkeys(found)
+    return list(unique)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
+    """Write to a temporary file beside ``path`` and rename it into place on success.
+
+    A kill mid-write leaves at most a ``.tmp`` file, never a half-written file
+    under the final name.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_write(path, "wb") as fh:
+        fh.write(data)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    with atomic_write(path, "w") as fh:
+        fh.write(text)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """Encode an ``(H, W)``, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA uint8 array as PNG."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_image(path: str | os.PathLike[str], array: np.ndarray, quality: int = 95) -> None:
+    """Write an image atomically; the format follows the suffix (PNG, JPEG, WebP)."""
+    target = Path(path)
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(target.suffix.lower(), "PNG")
+    buf = io.BytesIO()
+    img = Image.fromarray(np.ascontiguousarray(array))
+    if fmt == "JPEG" and img.mode == "RGBA":
+        img = img.convert("RGB")
+    img.save(buf, format=fmt, **({"quality": quality} if fmt != "PNG" else {}))
+    write_bytes_atomic(target, buf.getvalue())

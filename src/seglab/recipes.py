@@ -1,0 +1,225 @@
+"""Recipes: validated YAML files that hold every number a user may change.
+
+A recipe names the model, the data layout, the training schedule, the
+post-processing and the gate. The code reads its numbers from here and holds
+none of them as constants. Shipped recipes live in ``seglab/recipes/*.yaml``
+and are chosen by name (``seglab train severstal-unet-r50``) or by path.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from seglab.errors import RecipeError
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Size = tuple[Annotated[int, Field(ge=32, le=8192)], Annotated[int, Field(ge=32, le=8192)]]
+
+
+class Strict(BaseModel):
+    """Unknown keys are an error: a typo in a recipe must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ModelSpec(Strict):
+    arch: str = "Unet"
+    encoder: str = "resnet50"
+    encoder_weights: str | None = None
+    """``None`` (random init), ``"imagenet"`` (smp downloads it) or a local weights file."""
+    encoder_depth: Annotated[int, Field(ge=3, le=5)] = 5
+    in_channels: Annotated[int, Field(ge=1, le=16)] = 3
+    classes: list[str] = Field(min_length=1)
+    aux_head: bool = False
+    """Add smp's auxiliary classification head: one image-level probability per class."""
+    aux_dropout: Fraction = 0.2
+    decoder_channels: list[Annotated[int, Field(ge=1)]] | None = None
+
+
+class Normalization(Strict):
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)],
+               Annotated[float, Field(gt=0)]] = (0.229, 0.224, 0.225)
+
+
+class Augment(Strict):
+    hflip: Fraction = 0.5
+    vflip: Fraction = 0.5
+    brightness_contrast: Fraction = 0.5
+    brightness_limit: Fraction = 0.2
+    contrast_limit: Fraction = 0.2
+    shift_scale: Fraction = 0.3
+    shift_limit: Fraction = 0.05
+    scale_limit: Fraction = 0.1
+
+
+class DataSpec(Strict):
+    format: Literal["severstal", "magnetic-tile", "mask-folder", "cutout", "synthetic"]
+    input_size: Size | None = None
+    """Resize every image to (height, width) for the model; ``None`` keeps full size."""
+    crop_size: Size | None = None
+    """Train on random crops of this size (validation stays at ``input_size``/full size)."""
+    crop_defect_bias: Fraction = 0.0
+    """Share of crops centred on a defect pixel: learns fast on rare, small defects."""
+    defect_oversample: Annotated[float, Field(ge=1.0, le=100.0)] = 1.0
+    """Sampling weight of an image with a defect relative to a defect-free one."""
+    mask_threshold: Annotated[int, Field(ge=0, le=255)] = 127
+    """Grey level above which an anti-aliased mask pixel counts as foreground."""
+    mask_values: dict[int, int] | None = None
+    """For value-coded masks (NEU-Seg): pixel value -> class index (0-based)."""
+    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    seed: int = 42
+    normalization: Normalization = Normalization()
+    augment: Augment = Augment()
+
+
+class LossSpec(Strict):
+    bce: Annotated[float, Field(ge=0)] = 1.0
+    dice: Annotated[float, Field(ge=0)] = 0.0
+    focal: Annotated[float, Field(ge=0)] = 0.0
+    pos_weight: list[Annotated[float, Field(gt=0)]] | None = None
+    aux: Annotated[float, Field(ge=0)] = 0.4
+    """Weight of the image-level classification loss when the model has an aux head."""
+
+
+class TrainSpec(Strict):
+    epochs: Annotated[int, Field(ge=1, le=10000)] = 20
+    max_steps: Annotated[int, Field(ge=-1)] = -1
+    max_minutes: Annotated[float, Field(gt=0)] | None = None
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
+    lr: Annotated[float, Field(gt=0, le=1.0)] = 3e-4
+    weight_decay: Annotated[float, Field(ge=0, le=1.0)] = 0.0
+    scheduler: Literal["none", "cosine", "onecycle", "plateau"] = "onecycle"
+    warmup_fraction: Fraction = 0.1
+    loss: LossSpec = LossSpec()
+    precision: Literal["32", "bf16-mixed"] = "32"
+    early_stopping_patience: Annotated[int, Field(ge=0)] = 0
+    """Epochs without a better validation mean Dice before stopping; 0 disables."""
+    num_workers: Annotated[int, Field(ge=0, le=64)] = 0
+    val_every_n_epochs: Annotated[int, Field(ge=1)] = 1
+    seed: int = 42
+
+
+class CleaningSpec(Strict):
+    open_kernel: Annotated[int, Field(ge=0, le=101)] = 3
+    """Size of the morphological opening that removes dots and thin lines; 0 disables."""
+    min_component_area: Annotated[float, Field(ge=0)] = 0.0005
+    """Connected components smaller than this fraction of the image are dropped."""
+    fill_holes_area: Annotated[float, Field(ge=0)] = 0.0005
+    """Holes smaller than this fraction of the image are filled."""
+
+
+class PostprocessSpec(Strict):
+    threshold: Fraction | list[Fraction] = 0.5
+    """Pixel probability threshold, one value or one per class."""
+    min_area: Annotated[int, Field(ge=0)] | list[Annotated[int, Field(ge=0)]] = 0
+    """Masks with fewer pixels (at original resolution) are dropped, per class."""
+    classifier_threshold: Fraction | list[Fraction] = 0.5
+    """Image-level probability below which a class's mask is dropped."""
+    cleaning: CleaningSpec | None = None
+
+
+class GateSpec(Strict):
+    min_area_fraction: Fraction = 0.05
+    max_area_fraction: Fraction = 0.5
+    min_confidence: Fraction = 0.98
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GateSpec:
+        if self.min_area_fraction > self.max_area_fraction:
+            raise ValueError("min_area_fraction must not exceed max_area_fraction")
+        return self
+
+
+class Recipe(Strict):
+    name: str
+    task: Literal["defects", "cutout"]
+    description: str = ""
+    model: ModelSpec
+    data: DataSpec
+    train: TrainSpec = TrainSpec()
+    postprocess: PostprocessSpec = PostprocessSpec()
+    gate: GateSpec | None = None
+
+    @model_validator(mode="after")
+    def _per_class_lists(self) -> Recipe:
+        n = len(self.model.classes)
+        for label, value in (
+            ("postprocess.threshold", self.postprocess.threshold),
+            ("postprocess.min_area", self.postprocess.min_area),
+            ("postprocess.classifier_threshold", self.postprocess.classifier_threshold),
+            ("train.loss.pos_weight", self.train.loss.pos_weight),
+        ):
+            if isinstance(value, list) and len(value) != n:
+                raise ValueError(f"{label} has {len(value)} values but the model has {n} classes")
+        if self.task == "cutout" and n != 1:
+            raise ValueError("a cutout recipe has exactly one class (the foreground)")
+        return self
+
+
+def shipped() -> dict[str, Path]:
+    """Names and paths of the recipes shipped with seglab."""
+    folder = resources.files("seglab") / "recipes"
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def load_recipe(name_or_path: str | Path, overrides: dict | None = None) -> Recipe:
+    """Load and validate a recipe by shipped name or YAML path.
+
+    Raises :class:`RecipeError` listing every invalid or unknown key.
+    """
+    path = Path(name_or_path)
+    if not path.exists():
+        known = shipped()
+        if str(name_or_path) in known:
+            path = known[str(name_or_path)]
+        else:
+            raise RecipeError(
+                f"recipe {name_or_path!r} not found: not a file, and not one of the shipped "
+                f"recipes ({', '.join(sorted(known))})")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"recipe {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe {path} must be a YAML mapping, got {type(data).__name__}")
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise RecipeError(f"recipe {path} is invalid: {problems}") from None
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """Turn ``train.lr=0.001`` into ``{"train": {"lr": 0.001}}`` (value parsed as YAML)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise RecipeError(f"override {text!r} must look like section.key=value")
+    node: dict = {}
+    cursor = node
+    parts = key.split(".")
+    for part in parts[:-1]:
+        cursor[part] = {}
+        cursor = cursor[part]
+    cursor[parts[-1]] = yaml.safe_load(value)
+    return node

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from seglab import rle
+from seglab.datasets import (
+    CutoutDataset,
+    MaskFolderDataset,
+    SeverstalDataset,
+    sample_weights,
+    stratified_split,
+)
+from seglab.recipes import load_recipe
+
+
+def test_stratified_split_is_seeded_and_covers_every_group():
+    classes = [()] * 50 + [(0,)] * 10 + [(1,)] * 6 + [(0, 1)] * 2 + [(2,)]
+    train, val = stratified_split(classes, 0.2, seed=3)
+    assert sorted(train + val) == list(range(len(classes)))
+    assert not set(train) & set(val)
+    assert (train, val) == stratified_split(classes, 0.2, seed=3)
+    assert val != stratified_split(classes, 0.2, seed=4)[1]
+    val_sets = [classes[i] for i in val]
+    assert val_sets.count(()) == 10 and val_sets.count((0,)) == 2
+    assert val_sets.count((1,)) == 1 and val_sets.count((0, 1)) == 1
+    assert (2,) not in val_sets  # a single image stays in training
+
+
+def test_severstal_folder_real_data(shared_data):
+    folder = shared_data / "severstal-labelled"
+    labelled = ["002fc4e19.jpg", "0046839bd.jpg", "008ef3d74.jpg", "03db6bbc3.jpg",
+                "002e73b3c.jpg"]
+    ds = SeverstalDataset(folder, ids=labelled)
+    image, mask = ds.load(0)
+    assert image.shape == (256, 1600, 3) and mask.shape == (256, 1600, 4)
+    truth = rle.read_csv(folder / "train_subset.csv")
+    assert mask[..., 0].sum() == rle.decode(truth.rles["002fc4e19.jpg"][1]).sum()
+    assert ds.items[0].classes == (0, 1) and ds.items[4].classes == ()
+    np.testing.assert_array_equal(ds.labels()[:, :], [[1, 1, 0, 0], [0, 0, 1, 0], [1, 1, 0, 0],
+                                                      [0, 0, 1, 1], [0, 0, 0, 0]])
+    recipe = load_recipe("severstal-unet-r50")
+    ds = SeverstalDataset(folder, ids=labelled, spec=recipe.data, train=True)
+    sample = ds[3]
+    assert sample["image"].shape == (3, 128, 800) and sample["mask"].shape == (4, 128, 800)
+    assert sample["labels"].tolist() == [0, 0, 1, 1]
+    assert sample_weights(ds, 2.0).tolist() == [2, 2, 2, 2, 1]
+
+
+def test_severstal_combined_layout(tmp_path):
+    from seglab.io import write_image
+
+    (tmp_path / "train_images").mkdir()
+    for name in ("a.png", "b.png"):
+        write_image(tmp_path / "train_images" / name, np.zeros((8, 16, 3), np.uint8))
+    rle.write_csv(tmp_path / "train.csv", {"a.png": {2: "1 8"}}, layout="combined",
+                  images=["a.png", "b.png"])
+    ds = SeverstalDataset(tmp_path, shape=(8, 16))
+    _image, mask = ds.load(0)
+    assert mask[:, 0, 1].all() and mask.sum() == 8
+    assert [it.classes for it in ds.items] == [(1,), ()]
+
+
+def test_magnetic_tile_layout(shared_data):
+    recipe = load_recipe("magnetic-tile")
+    ds = MaskFolderDataset(shared_data / "magnetic-tile", recipe.model.classes,
+                           layout="magnetic-tile")
+    assert len(ds) == 924
+    crack = next(i for i, it in enumerate(ds.items) if it.folder_class == 2 and it.classes)
+    image, mask = ds.load(crack)
+    assert mask.shape[:2] == image.shape[:2] and mask.shape[2] == 5
+    assert mask[..., 2].any() and not mask[..., [0, 1, 3, 4]].any()
+    assert set(np.unique(mask)) <= {0, 1}  # anti-aliased grey levels were thresholded
+    free = [it for it in ds.items if "MT_Free" in str(it.image)]
+    assert free and all(it.classes == () for it in free)
+
+
+def test_neu_seg_value_masks(shared_data):
+    recipe = load_recipe("neu-seg")
+    ds = MaskFolderDataset(shared_data / "neu-seg", recipe.model.classes,
+                           mask_values={1: 0, 2: 1, 3: 2})
+    assert len(ds) == 322
+    i = next(i for i, it in enumerate(ds.items) if it.classes)
+    image, mask = ds.load(i)
+    assert image.shape == (200, 200, 3) and mask.shape == (200, 200, 3)
+    present = [c for c in range(3) if mask[..., c].any()]
+    assert tuple(present) == ds.items[i].classes
+
+
+def test_cutout_pairs(shared_data):
+    ds = CutoutDataset(shared_data / "ecssd")
+    image, mask = ds.load(0)
+    assert mask.shape == (*image.shape[:2], 1) and 0 < mask.mean() < 1
+    rgba = CutoutDataset(shared_data / "jewellery-cutouts")
+    image, mask = rgba.load(0)
+    assert image.shape[2] == 3 and mask.any() and not mask.all()
+
+
+def test_missing_image_named_in_csv_is_reported(tmp_path):
+    rle.write_csv(tmp_path / "train.csv", {"gone.png": {1: "1 2"}})
+    with pytest.raises(ValueError, match=r"1 images named in .* are not in"):
+        SeverstalDataset(tmp_path, ids=["gone.png"])

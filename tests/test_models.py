@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import seglab
+from seglab import modelfolder
+from seglab.errors import ModelFolderError
+from seglab.models import build, count_parameters
+from seglab.recipes import ModelSpec, load_recipe
+
+TINY = ModelSpec(arch="Unet", encoder="resnet18", encoder_depth=3, decoder_channels=[16, 8, 4],
+                 classes=["a", "b"], aux_head=True)
+
+
+def test_any_input_size_is_padded_and_cropped_back():
+    net = build(TINY).eval()
+    with torch.no_grad():
+        masks, labels = net(torch.randn(1, 3, 37, 91))
+    assert masks.shape == (1, 2, 37, 91) and labels.shape == (1, 2)
+
+
+def test_without_aux_head_image_score_is_max_logit():
+    net = build(TINY.model_copy(update={"aux_head": False})).eval()
+    with torch.no_grad():
+        masks, labels = net(torch.randn(2, 3, 16, 24))
+    torch.testing.assert_close(labels, masks.flatten(2).amax(2))
+
+
+@pytest.mark.parametrize("arch", ["Unet", "FPN", "DeepLabV3Plus"])
+def test_architectures_by_name(arch):
+    spec = ModelSpec(arch=arch, encoder="resnet18", classes=["x"])
+    net = build(spec).eval()
+    with torch.no_grad():
+        masks, _ = net(torch.randn(1, 3, 64, 96))
+    assert masks.shape == (1, 1, 64, 96)
+
+
+def test_timm_universal_encoder():
+    spec = ModelSpec(encoder="tu-mobilenetv3_small_050", classes=["x"], encoder_depth=5)
+    net = build(spec).eval()
+    with torch.no_grad():
+        assert net(torch.randn(1, 3, 64, 64))[0].shape == (1, 1, 64, 64)
+
+
+def test_local_encoder_weights_file(tmp_path):
+    from safetensors.torch import save_file
+
+    donor = build(TINY)
+    path = tmp_path / "enc.safetensors"
+    save_file({k: v.contiguous() for k, v in donor.net.encoder.state_dict().items()}, str(path))
+    net = build(TINY.model_copy(update={"encoder_weights": str(path)}))
+    for key, value in donor.net.encoder.state_dict().items():
+        torch.testing.assert_close(net.net.encoder.state_dict()[key], value)
+    bad = tmp_path / "bad.safetensors"
+    save_file({"nothing": torch.zeros(1)}, str(bad))
+    with pytest.raises(ModelFolderError, match="do not fit encoder"):
+        build(TINY.model_copy(update={"encoder_weights": str(bad)}))
+
+
+def test_parameter_count_is_real():
+    net = build(load_recipe("severstal-unet-r50").model)
+    assert count_parameters(net) == sum(p.numel() for p in net.parameters())
+    assert 30_000_000 < count_parameters(net) < 36_000_000  # U-Net ResNet50 with aux head
+
+
+def _saved(tmp_path):
+    recipe = load_recipe("cpu-demo")
+    recipe = recipe.model_copy(update={"model": TINY.model_copy(update={"classes": list("abcd")})})
+    torch.manual_seed(0)
+    net = build(recipe.model)
+    config = modelfolder.ModelConfig.from_recipe(recipe)
+    return net, modelfolder.save(tmp_path / "model", net, config)
+
+
+def test_save_and_load_model_folder(tmp_path):
+    net, folder = _saved(tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json",
+                                                          "model.safetensors"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model"]["encoder"] == "resnet18" and config["input_size"] == [64, 384]
+    assert config["seglab_version"] == seglab.__version__
+    predictor = seglab.load_model(folder)
+    image = np.random.default_rng(0).integers(0, 255, (50, 300, 3), dtype=np.uint8)
+    pred = predictor.predict(image)
+    assert pred.probs.shape == (4, 50, 300) and pred.masks.shape == (4, 50, 300)
+    assert pred.class_probs.shape == (4,)
+    # The same weights give the same numbers as the in-memory network.
+    x = torch.from_numpy(predictor.preprocess(image)[None])
+    with torch.no_grad():
+        expected = torch.sigmoid(net.eval()(x)[1]).numpy()[0]
+    np.testing.assert_allclose(pred.class_probs, expected, rtol=1e-5, atol=1e-6)
+    # The weights load into a plain smp model, without seglab.
+    import segmentation_models_pytorch as smp
+    from safetensors.torch import load_file
+
+    plain = smp.create_model("Unet", encoder_name="resnet18", encoder_weights=None,
+                             encoder_depth=3, decoder_channels=[16, 8, 4], classes=4,
+                             aux_params={"classes": 4})
+    plain.load_state_dict(load_file(str(folder / "model.safetensors")))
+
+
+def test_broken_model_folders_say_what_is_wrong(tmp_path):
+    _, folder = _saved(tmp_path)
+    with pytest.raises(ModelFolderError, match="model folder not found"):
+        seglab.load_model(tmp_path / "nowhere")
+    weights = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(weights[: len(weights) // 3])
+    with pytest.raises(ModelFolderError, match="corrupted or truncated"):
+        seglab.load_model(folder)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ModelFolderError, match=r"no model\.safetensors"):
+        seglab.load_model(folder)
+    (folder / "model.safetensors").write_bytes(weights)
+    config = json.loads((folder / "config.json").read_text())
+    config["model"]["classes"] = ["a", "b"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFolderError, match=r"tensors of the wrong shape"):
+        seglab.load_model(folder)
+    config["model"]["encoder"] = "resnet34"
+    config["model"]["classes"] = list("abcd")
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFolderError, match=r"does not match config\.json"):
+        seglab.load_model(folder)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ModelFolderError, match="not valid JSON"):
+        seglab.load_model(folder)
+    (folder / "config.json").unlink()
+    with pytest.raises(ModelFolderError, match=r"config\.json is missing"):
+        seglab.load_model(folder)

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import pytest
+
+from seglab.errors import RecipeError
+from seglab.recipes import load_recipe, parse_override, shipped
+
+
+def test_every_shipped_recipe_validates():
+    names = set(shipped())
+    assert {"severstal-unet-r50", "magnetic-tile", "neu-seg", "jewellery-unet-effb3",
+            "cpu-demo"} <= names
+    for name in names:
+        recipe = load_recipe(name)
+        assert recipe.name == name
+
+
+def test_mission_recipes_hold_the_mission_numbers():
+    steel = load_recipe("severstal-unet-r50")
+    assert (steel.model.arch, steel.model.encoder) == ("Unet", "resnet50")
+    assert steel.data.input_size == (128, 800) and len(steel.model.classes) == 4
+    jewel = load_recipe("jewellery-unet-effb3")
+    assert jewel.model.encoder == "efficientnet-b3" and jewel.model.classes == ["foreground"]
+    assert jewel.gate is not None
+    assert (jewel.gate.min_area_fraction, jewel.gate.max_area_fraction,
+            jewel.gate.min_confidence) == (0.05, 0.5, 0.98)
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = """
+name: t
+task: defects
+model: {classes: [a, b]}
+data: {format: severstal}
+"""
+
+
+def test_unknown_key_is_an_error(tmp_path):
+    with pytest.raises(RecipeError, match=r"train.learning_rate: Extra inputs are not permitted"):
+        load_recipe(_write(tmp_path, BASE + "train: {learning_rate: 0.1}\n"))
+
+
+def test_out_of_range_numbers(tmp_path):
+    with pytest.raises(RecipeError, match=r"train.lr: Input should be less than or equal to 1"):
+        load_recipe(_write(tmp_path, BASE + "train: {lr: 5}\n"))
+    with pytest.raises(RecipeError, match=r"postprocess.threshold"):
+        load_recipe(_write(tmp_path, BASE + "postprocess: {threshold: 1.5}\n"))
+    with pytest.raises(RecipeError, match="min_area_fraction must not exceed max_area_fraction"):
+        gate = "gate: {min_area_fraction: 0.6, max_area_fraction: 0.5}\n"
+        load_recipe(_write(tmp_path, BASE + gate))
+
+
+def test_per_class_lists_must_match_classes(tmp_path):
+    with pytest.raises(RecipeError, match=r"postprocess\.min_area has 3 values but the model"):
+        load_recipe(_write(tmp_path, BASE + "postprocess: {min_area: [1, 2, 3]}\n"))
+
+
+def test_missing_recipe_and_bad_yaml(tmp_path):
+    with pytest.raises(RecipeError, match="not found"):
+        load_recipe("no-such-recipe")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(_write(tmp_path, "name: [unclosed\n"))
+
+
+def test_overrides_merge_and_validate():
+    recipe = load_recipe("cpu-demo", parse_override("train.lr=0.01"))
+    assert recipe.train.lr == 0.01
+    with pytest.raises(RecipeError, match=r"train\.epochs"):
+        load_recipe("cpu-demo", parse_override("train.epochs=0"))
