@@ -20,7 +20,15 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from seglab import __version__
 from seglab.errors import ModelFolderError
 from seglab.models import SegmentationNet, build
-from seglab.recipes import GateSpec, ModelSpec, Normalization, PostprocessSpec, Recipe, Size
+from seglab.recipes import (
+    GateSpec,
+    ModelSpec,
+    Normalization,
+    PostprocessSpec,
+    Recipe,
+    Size,
+    TuneSpec,
+)
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -39,6 +47,7 @@ class ModelConfig(BaseModel):
     input_size: Size | None
     normalization: Normalization
     postprocess: PostprocessSpec
+    tune: TuneSpec = TuneSpec()
     gate: GateSpec | None = None
     metrics: dict[str, Any] = {}
     training: dict[str, Any] = {}
@@ -53,6 +62,7 @@ class ModelConfig(BaseModel):
             input_size=recipe.data.input_size,
             normalization=recipe.data.normalization,
             postprocess=recipe.postprocess,
+            tune=recipe.tune,
             gate=recipe.gate,
         )
 

@@ -55,6 +55,8 @@ class Predictor:
         self.net = net.to(device).eval()
         self.config = config
         self.device = torch.device(device)
+        self.tta = False
+        """Average over horizontal and vertical flips (slower, usually a little better)."""
         norm = config.normalization
         self._mean = np.asarray(norm.mean, dtype=np.float32) * 255.0
         self._std = np.asarray(norm.std, dtype=np.float32) * 255.0
@@ -68,18 +70,25 @@ class Predictor:
         if self.config.input_size is not None:
             height, width = self.config.input_size
             if image.shape[:2] != (height, width):
-                shrink = height * width < image.shape[0] * image.shape[1]
-                image = cv2.resize(image, (width, height),
-                                   interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+                # INTER_AREA, exactly as the training transforms resize (datasets.py).
+                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
         x = (image.astype(np.float32) - self._mean) / self._std
         return np.ascontiguousarray(x.transpose(2, 0, 1))
 
     @torch.inference_mode()
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run the network on a preprocessed ``(N, 3, h, w)`` batch; returns probabilities."""
-        logits, cls_logits = self.net(torch.from_numpy(batch).to(self.device))
-        return (torch.sigmoid(logits).float().cpu().numpy(),
-                torch.sigmoid(cls_logits).float().cpu().numpy())
+        x = torch.from_numpy(batch).to(self.device)
+        views = [(), (-1,), (-2,)] if self.tta else [()]
+        probs = cls = None
+        for dims in views:
+            logits, cls_logits = self.net(x.flip(dims) if dims else x)
+            p = torch.sigmoid(logits.float())
+            p = p.flip(dims) if dims else p
+            c = torch.sigmoid(cls_logits.float())
+            probs = p if probs is None else probs + p
+            cls = c if cls is None else cls + c
+        return ((probs / len(views)).cpu().numpy(), (cls / len(views)).cpu().numpy())
 
     def probabilities(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Pixel and image-level probabilities for each image, at its own resolution."""
@@ -129,3 +138,87 @@ def load_model(path: str | os.PathLike[str], device: str = "cpu") -> Predictor:
     """Load a saved model folder into a ready :class:`Predictor`: one line, no custom objects."""
     net, config = modelfolder.load_net(Path(path))
     return Predictor(net, config, device=device)
+
+
+def predict_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
+                  out: str | os.PathLike[str], *, layout: str = "split", batch_size: int = 8,
+                  write_masks: bool = True, write_overlays: bool = True,
+                  progress: bool = True) -> dict:
+    """Predict files, folders or globs and write every output at the original resolution.
+
+    Writes ``submission.csv`` (Severstal layout ``split`` or ``combined``),
+    ``masks/<image>_<class>.png``, ``overlays/<image>.png`` and a per-image
+    ``summary.json`` / ``summary.csv``. A file that cannot be read is reported
+    in ``errors`` and skipped; the rest of the batch goes on.
+    """
+    import csv
+    import io as _io
+    import json
+
+    from tqdm import tqdm
+
+    from seglab import rle
+    from seglab.errors import ImageReadError
+    from seglab.io import list_images, write_image, write_text_atomic
+    from seglab.report import overlay
+
+    out = Path(out)
+    paths = list_images(*inputs)
+    names = predictor.class_names
+    rows: list[dict] = []
+    errors: list[dict] = []
+    rles: dict[str, dict[int, str]] = {}
+    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress)
+    for start in range(0, len(paths), batch_size):
+        chunk, images = [], []
+        for path in paths[start:start + batch_size]:
+            try:
+                images.append(read_image(path))
+                chunk.append(path)
+            except ImageReadError as exc:
+                errors.append({"image": str(path), "error": str(exc)})
+                bar.write(f"skipped: {exc}")
+        for path, image, pred in zip(chunk, images, predictor.predict_batch(images),
+                                     strict=True):
+            image_id = path.name
+            rles[image_id] = {}
+            for c, mask in enumerate(pred.masks):
+                if mask.any():
+                    rles[image_id][c + 1] = rle.encode(mask)
+                    if write_masks:
+                        write_image(out / "masks" / f"{path.stem}_{names[c]}.png", mask * 255)
+            if write_overlays:
+                write_image(out / "overlays" / f"{path.stem}.png", overlay(image, pred.masks))
+            row = {
+                "image": image_id, "path": str(path), "width": image.shape[1],
+                "height": image.shape[0], "defective": bool(pred.classes_found),
+                "defect_score": round(pred.defect_score, 4),
+                "classes_found": pred.classes_found,
+                "area": pred.areas,
+                "class_probability": {n: round(float(p), 4)
+                                      for n, p in zip(names, pred.class_probs, strict=True)},
+                "max_pixel_probability": {n: round(float(p.max()), 4)
+                                          for n, p in zip(names, pred.probs, strict=True)},
+            }
+            rows.append(row)
+            if progress:
+                bar.write(f"{image_id}: is defect: [{row['defect_score']:.2f}] "
+                          f"{'defective' if row['defective'] else 'normal'} "
+                          f"{', '.join(row['classes_found'])}")
+        bar.update(len(paths[start:start + batch_size]))
+    bar.close()
+    rle.write_csv(out / "submission.csv", rles, layout=layout,  # type: ignore[arg-type]
+                  num_classes=len(names), images=[r["image"] for r in rows])
+    summary = {"model": predictor.config.recipe, "images": len(rows), "errors": errors,
+               "defective": sum(r["defective"] for r in rows), "results": rows}
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    buf = _io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["image", "defective", "defect_score", "classes_found",
+                     *[f"area_{n}" for n in names], *[f"prob_{n}" for n in names]])
+    for r in rows:
+        writer.writerow([r["image"], int(r["defective"]), r["defect_score"],
+                         " ".join(r["classes_found"]), *[r["area"][n] for n in names],
+                         *[r["class_probability"][n] for n in names]])
+    write_text_atomic(out / "summary.csv", buf.getvalue())
+    return summary

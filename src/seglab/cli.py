@@ -1,0 +1,208 @@
+"""The ``seglab`` command line: verbs mirror the library's functions.
+
+A user mistake (bad file, bad recipe, broken model folder) prints one clear
+``error:`` line and exits with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from seglab import __version__
+from seglab.errors import SeglabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="U-Net segmentation for steel defects and jewellery background removal.")
+
+
+def _friendly(func):
+    """Turn seglab's user-facing errors into one line on stderr and exit status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except SeglabError as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(2) from None
+        except FileNotFoundError as exc:
+            typer.secho(f"error: file not found: {exc.filename}", fg="red", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _not_yet(verb: str, issue: str) -> None:
+    typer.secho(f"seglab {verb} is not available yet in seglab {__version__} ({issue}).",
+                fg="yellow", err=True)
+    raise typer.Exit(2)
+
+
+@app.callback(invoke_without_command=True)
+def main(version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False
+         ) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.command()
+@_friendly
+def recipes(name: Annotated[str | None, typer.Argument(help="Show one recipe.")] = None) -> None:
+    """List the shipped recipes, or validate and print one (name or YAML path)."""
+    from seglab.recipes import load_recipe, shipped
+
+    if name is None:
+        for key, path in sorted(shipped().items()):
+            recipe = load_recipe(path)
+            typer.echo(f"{key:28s} {recipe.task:8s} {recipe.model.arch}/{recipe.model.encoder}")
+        return
+    typer.echo(load_recipe(name).model_dump_json(indent=2))
+
+
+@app.command()
+@_friendly
+def train(
+    recipe: Annotated[str, typer.Argument(help="Shipped recipe name or YAML path.")],
+    data: Annotated[Path, typer.Option(help="Data folder in the recipe's format.")],
+    out: Annotated[Path, typer.Option(help="Run folder (checkpoints, logs, model/).")],
+    resume: Annotated[bool, typer.Option(help="Continue from out/checkpoints/last.ckpt.")] = False,
+    devices: Annotated[str, typer.Option(help="Devices per node (Lightning).")] = "1",
+    num_nodes: Annotated[int, typer.Option(help="Nodes for multi-node DDP.")] = 1,
+    accelerator: Annotated[str, typer.Option(help="cpu, gpu or auto.")] = "auto",
+    strategy: Annotated[str, typer.Option(help="auto, ddp, ddp_spawn ...")] = "auto",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: train.lr=0.001")]
+    = None,
+    tune: Annotated[bool, typer.Option(help="Tune thresholds on the validation split.")] = True,
+    factors: Annotated[bool, typer.Option(help="Measure the model card's factors.")] = True,
+) -> None:
+    """Train a model, tune it on the validation split, and write its model card."""
+    from seglab import train as training
+    from seglab.evaluate import document
+    from seglab.recipes import _merge, load_recipe, parse_override
+
+    overrides: dict = {}
+    for item in set_ or []:
+        overrides = _merge(overrides, parse_override(item))
+    spec = load_recipe(recipe, overrides or None)
+    split = training.split_dataset(spec, data)
+    typer.echo(f"training {spec.name}: {len(split.train)} train / {len(split.val)} "
+               f"validation images from {data}")
+    device_arg: int | str = int(devices) if devices.isdigit() else devices
+    model_dir = training.train(spec, data, out, resume=resume, devices=device_arg,
+                               num_nodes=num_nodes, accelerator=accelerator, strategy=strategy,
+                               split=split)
+    if not model_dir.exists():  # non-zero DDP ranks
+        return
+    metrics = document(str(model_dir), split.val, dataset_name=f"validation split of {data}",
+                       tune_first=tune, factors=factors)
+    typer.echo(f"model: {model_dir}")
+    _print_metrics(metrics)
+
+
+def _print_metrics(metrics: dict) -> None:
+    typer.echo(f"mean Dice {metrics['mean_dice']:.4f} "
+               f"(all-empty {metrics['all_empty_mean_dice']:.4f}), Dice on defective pairs "
+               f"{metrics['mean_dice_defective'] or 0:.4f}, "
+               f"images {metrics['images']}")
+
+
+@app.command()
+@_friendly
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Model folder.")],
+    data: Annotated[Path, typer.Option(help="Labelled data folder.")],
+    out: Annotated[Path | None, typer.Option(help="Where metrics and plots go.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="Data layout if not the "
+                                            "training one.")] = None,
+    tune: Annotated[bool, typer.Option(help="Tune thresholds on this data and store them "
+                                       "in the model.")] = False,
+    tta: Annotated[bool, typer.Option(help="Flip test-time augmentation.")] = False,
+    factors: Annotated[bool, typer.Option(help="Re-measure under lighting/angle/distance/"
+                                          "camera changes.")] = False,
+    ids: Annotated[Path | None, typer.Option(help="Text file: one image id per line.")] = None,
+) -> None:
+    """Evaluate a model on labelled data: metrics.json and plots (tune: update the model)."""
+    from seglab.evaluate import document, open_for_model
+    from seglab.modelfolder import read_config
+
+    config = read_config(model)
+    id_list = [s.strip() for s in ids.read_text().splitlines() if s.strip()] if ids else None
+    dataset = open_for_model(config, str(data), fmt, id_list)
+    metrics = document(str(model), dataset, dataset_name=str(data), tune_first=tune,
+                       factors=factors, tta=tta, out_dir=str(out or model / "evaluation"),
+                       update_model=tune)
+    _print_metrics(metrics)
+    typer.echo(f"written: {out or model / 'evaluation'}/metrics.json")
+
+
+@app.command()
+@_friendly
+def predict(
+    model: Annotated[Path, typer.Argument(help="Model folder.")],
+    images: Annotated[list[str], typer.Argument(help="Files, folders or globs.")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    layout: Annotated[str, typer.Option(help="Submission CSV layout: split "
+                                        "(ImageId,ClassId,EncodedPixels) or combined "
+                                        "(ImageId_ClassId,EncodedPixels).")] = "split",
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    tta: Annotated[bool, typer.Option(help="Flip test-time augmentation.")] = False,
+) -> None:
+    """Predict defects: submission CSV, per-class masks, overlays and a per-image summary."""
+    from seglab.predict import load_model, predict_files
+
+    if layout not in ("split", "combined"):
+        raise SeglabError(f"--layout must be 'split' or 'combined', not {layout!r}")
+    predictor = load_model(model)
+    predictor.tta = tta
+    summary = predict_files(predictor, images, out, layout=layout, batch_size=batch_size)
+    typer.echo(f"{summary['images']} images, {summary['defective']} defective, "
+               f"{len(summary['errors'])} skipped; results in {out}")
+    if summary["errors"] and not summary["images"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def synth() -> None:
+    """Generate synthetic jewellery composites (issue: background removal)."""
+    _not_yet("synth", "the background-removal pipeline")
+
+
+@app.command()
+def cutout() -> None:
+    """Cut products out of photos with a confidence gate (issue: background removal)."""
+    _not_yet("cutout", "the background-removal pipeline")
+
+
+@app.command()
+def export() -> None:
+    """Export a model to ONNX / OpenVINO (issue: fast CPU inference)."""
+    _not_yet("export", "fast CPU inference backends")
+
+
+@app.command()
+def serve() -> None:
+    """Run the web service (issue: the web service)."""
+    _not_yet("serve", "the web service")
+
+
+@app.command()
+@_friendly
+def demo(
+    out: Annotated[Path, typer.Option(help="Where the demo writes everything.")] = Path(
+        "demo-output"),
+    images: Annotated[int, typer.Option(help="Generated strips.", min=8)] = 48,
+) -> None:
+    """The main job on bundled data: generate strips, train, tune, evaluate, predict, card."""
+    from seglab.demo import run_demo
+
+    run_demo(out, images)
+
+
+def run() -> None:  # pragma: no cover - console entry point helper
+    sys.exit(app())

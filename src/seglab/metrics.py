@@ -1,0 +1,62 @@
+"""Dice, the Severstal competition metric, and image-level detection scores.
+
+The competition scores every (image, class) pair with Dice
+``2|X∩Y| / (|X| + |Y|)``, defined as 1 when both masks are empty, and averages
+over all pairs. The smoothed form ``(2|A∩B| + 1) / (|A| + |B| + 1)`` is the
+mission's training metric; both are here, vectorised over a batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def dice_pairs(pred: torch.Tensor | np.ndarray, truth: torch.Tensor | np.ndarray,
+               smooth: float = 0.0) -> torch.Tensor:
+    """Dice of every (image, class) pair of ``(N, C, H, W)`` binary masks -> ``(N, C)``.
+
+    ``smooth=0`` is the competition's exact Dice (empty vs empty = 1, empty vs
+    non-empty = 0); ``smooth=1`` is the mission's smoothed coefficient.
+    """
+    p = torch.as_tensor(pred).bool().flatten(2)
+    t = torch.as_tensor(truth).bool().flatten(2)
+    inter = (p & t).sum(2).double()
+    total = p.sum(2).double() + t.sum(2).double()
+    if smooth > 0:
+        return ((2 * inter + smooth) / (total + smooth)).float()
+    out = torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
+    return out.float()
+
+
+def dice_from_counts(inter: np.ndarray, pred_area: np.ndarray, truth_area: np.ndarray
+                     ) -> np.ndarray:
+    """Exact Dice from pixel counts (broadcasting); 1 where both areas are 0."""
+    total = pred_area + truth_area
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, 2.0 * inter / np.maximum(total, 1), 1.0)
+
+
+def detection_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Precision, recall and F1 of binary image-level decisions (1 = defect present)."""
+    pred = np.asarray(pred, bool)
+    truth = np.asarray(truth, bool)
+    tp = int((pred & truth).sum())
+    fp = int((pred & ~truth).sum())
+    fn = int((~pred & truth).sum())
+    precision = tp / (tp + fp) if tp + fp else (1.0 if not truth.any() else 0.0)
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn,
+            "tn": int((~pred & ~truth).sum())}
+
+
+def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float | None:
+    """Area under the ROC curve; ``None`` when only one class is present in ``truth``."""
+    truth = np.asarray(truth, bool)
+    if truth.all() or not truth.any():
+        return None
+    from torchmetrics.functional.classification import binary_auroc
+
+    return float(binary_auroc(torch.as_tensor(scores, dtype=torch.float32),
+                              torch.as_tensor(truth, dtype=torch.long)))

@@ -1,0 +1,262 @@
+"""Training with PyTorch Lightning: one trainer for defects and cut-outs.
+
+``train(recipe, data, out)`` fits the recipe's model, keeps the checkpoint with
+the best validation mean Dice, and saves a model folder (``out/model``). The
+run folder holds ``checkpoints/`` (``last.ckpt`` for ``--resume``), CSV and
+TensorBoard logs and ``split.json`` (which images validated).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from seglab import modelfolder
+from seglab.datasets import SegmentationDataset, open_dataset, sample_weights, stratified_split
+from seglab.io import write_text_atomic
+from seglab.metrics import dice_pairs
+from seglab.models import build, count_parameters
+from seglab.postprocess import per_class
+from seglab.recipes import Recipe
+
+MONITOR = "val_mean_dice"
+
+
+class Segmenter(L.LightningModule):
+    """The recipe's model with its loss, optimiser, schedule and validation Dice."""
+
+    def __init__(self, recipe: Recipe) -> None:
+        super().__init__()
+        self.save_hyperparameters({"recipe": recipe.model_dump(mode="json")})
+        self.recipe = recipe
+        self.net = build(recipe.model)
+        spec = recipe.train.loss
+        n = len(recipe.model.classes)
+        pos = per_class(spec.pos_weight if spec.pos_weight else 1.0, n)
+        self.register_buffer("pos_weight", torch.tensor(pos, dtype=torch.float32).view(n, 1, 1))
+        self.dice_loss = smp.losses.DiceLoss("multilabel", from_logits=True) if spec.dice else None
+        self.focal_loss = smp.losses.FocalLoss("multilabel") if spec.focal else None
+        self._val: list[torch.Tensor] = []
+        self.thresholds = torch.tensor(per_class(recipe.postprocess.threshold, n),
+                                       dtype=torch.float32)
+
+    def on_fit_start(self) -> None:
+        if self.recipe.train.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.recipe.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def loss(self, logits: torch.Tensor, cls_logits: torch.Tensor, batch: dict
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        spec = self.recipe.train.loss
+        mask = batch["mask"]
+        parts: dict[str, torch.Tensor] = {}
+        if spec.bce:
+            parts["bce"] = spec.bce * F.binary_cross_entropy_with_logits(
+                logits.float(), mask, pos_weight=self.pos_weight)
+        if self.dice_loss is not None:
+            parts["dice"] = spec.dice * self.dice_loss(logits.float(), mask)
+        if self.focal_loss is not None:
+            parts["focal"] = spec.focal * self.focal_loss(logits.float(), mask)
+        if self.recipe.model.aux_head and spec.aux:
+            parts["aux"] = spec.aux * F.binary_cross_entropy_with_logits(
+                cls_logits.float(), batch["labels"])
+        return torch.stack(list(parts.values())).sum(), parts
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits, cls_logits = self(batch["image"])
+        total, parts = self.loss(logits, cls_logits, batch)
+        size = batch["image"].shape[0]
+        self.log("train_loss", total, prog_bar=True, batch_size=size)
+        for name, value in parts.items():
+            self.log(f"train_{name}", value, batch_size=size)
+        return total
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        logits, cls_logits = self(batch["image"])
+        total, _ = self.loss(logits, cls_logits, batch)
+        self.log("val_loss", total, batch_size=batch["image"].shape[0], sync_dist=True)
+        probs = torch.sigmoid(logits.float())
+        pred = probs >= self.thresholds.to(probs.device).view(1, -1, 1, 1)
+        self._val.append(torch.stack([dice_pairs(pred, batch["mask"]).to(probs.device),
+                                      (batch["mask"].flatten(2).amax(2) > 0).float()]))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        local = torch.cat(self._val, dim=1)  # (2, N, C): dice and truth presence
+        self._val.clear()
+        stacked = self.all_gather(local)
+        if stacked.dim() == 4:  # (world, 2, N, C) under DDP
+            stacked = stacked.permute(1, 0, 2, 3).flatten(1, 2)
+        dice, present = stacked[0], stacked[1].bool()
+        self.log(MONITOR, dice.mean(), prog_bar=True, rank_zero_only=True)
+        if present.any():
+            self.log("val_dice_defective", dice[present].mean(), rank_zero_only=True)
+        for i, name in enumerate(self.recipe.model.classes):
+            self.log(f"val_dice/{name}", dice[:, i].mean(), rank_zero_only=True)
+
+    def configure_optimizers(self) -> Any:
+        spec = self.recipe.train
+        opt = torch.optim.Adam(self.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+        if spec.scheduler == "none":
+            return opt
+        if spec.scheduler == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5,
+                                                               patience=2)
+            return {"optimizer": opt,
+                    "lr_scheduler": {"scheduler": sched, "monitor": MONITOR}}
+        steps = max(int(self.trainer.estimated_stepping_batches), 4)
+        if spec.scheduler == "onecycle":
+            # OneCycleLR needs at least two steps in each phase (short test runs).
+            pct = min(max(spec.warmup_fraction, 2.0 / steps), 0.5)
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=spec.lr, total_steps=steps, pct_start=pct)
+        else:
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+@dataclass
+class Split:
+    train: SegmentationDataset
+    val: SegmentationDataset
+    val_ids: list[str]
+
+
+def split_dataset(recipe: Recipe, data: str | os.PathLike[str]) -> Split:
+    """The recipe's dataset over ``data``, split by class set with the recipe's seed."""
+    full = open_dataset(recipe, data)
+    train_idx, val_idx = stratified_split([it.classes for it in full.items],
+                                          recipe.data.val_fraction, recipe.data.seed)
+    val = full.subset(val_idx, train=False)
+    return Split(full.subset(train_idx, train=True), val, [it.id for it in val.items])
+
+
+def make_loaders(recipe: Recipe, train_set: Dataset, val_set: Dataset,
+                 train_weights: np.ndarray | None) -> tuple[DataLoader, DataLoader]:
+    spec = recipe.train
+    sampler = None
+    if train_weights is not None and not np.allclose(train_weights, train_weights[0]):
+        gen = torch.Generator().manual_seed(spec.seed)
+        sampler = WeightedRandomSampler(torch.as_tensor(train_weights, dtype=torch.double),
+                                        num_samples=len(train_weights), replacement=True,
+                                        generator=gen)
+    workers = spec.num_workers
+    common = {"num_workers": workers, "persistent_workers": workers > 0}
+    train_loader = DataLoader(train_set, batch_size=spec.batch_size, shuffle=sampler is None,
+                              sampler=sampler, drop_last=len(train_set) > spec.batch_size,
+                              **common)
+    val_loader = DataLoader(val_set, batch_size=spec.batch_size, shuffle=False, **common)
+    return train_loader, val_loader
+
+
+def train(recipe: Recipe, data: str | os.PathLike[str], out: str | os.PathLike[str], *,
+          resume: bool = False, devices: int | str = 1, num_nodes: int = 1,
+          accelerator: str = "auto", strategy: str = "auto", progress: bool = True,
+          split: Split | None = None) -> Path:
+    """Fit ``recipe`` on ``data``; returns the saved model folder ``out/model``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(recipe.train.seed, workers=True, verbose=False)
+    split = split or split_dataset(recipe, data)
+    weights = sample_weights(split.train, recipe.data.defect_oversample)
+    train_loader, val_loader = make_loaders(recipe, split.train, split.val, weights)
+    write_text_atomic(out / "split.json", json.dumps(
+        {"train": [it.id for it in split.train.items], "val": split.val_ids}, indent=1))
+    write_text_atomic(out / "recipe.json", recipe.model_dump_json(indent=2))
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=MONITOR,
+                           mode="max", save_last=True)
+    callbacks: list = [ckpt]
+    if progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=1))
+    if recipe.train.early_stopping_patience:
+        callbacks.append(EarlyStopping(MONITOR, mode="max",
+                                       patience=recipe.train.early_stopping_patience,
+                                       check_on_train_epoch_end=False))
+    trainer = L.Trainer(
+        default_root_dir=out, max_epochs=recipe.train.epochs, max_steps=recipe.train.max_steps,
+        max_time={"minutes": recipe.train.max_minutes} if recipe.train.max_minutes else None,
+        precision=recipe.train.precision, accelerator=accelerator, devices=devices,
+        num_nodes=num_nodes, strategy=strategy, callbacks=callbacks,
+        logger=[CSVLogger(out, name="logs", version=""),
+                TensorBoardLogger(out, name="tensorboard", version="")],
+        check_val_every_n_epoch=recipe.train.val_every_n_epochs, log_every_n_steps=5,
+        enable_progress_bar=progress, enable_model_summary=False, deterministic=False,
+    )
+    module = Segmenter(recipe)
+    last = out / "checkpoints" / "last.ckpt"
+    started = time.time()
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume and last.exists()
+                else None)
+    if not trainer.is_global_zero:
+        return out / "model"
+    best = ckpt.best_model_path or (str(last) if last.exists() else "")
+    if best:
+        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        module.load_state_dict(state)
+    config = modelfolder.ModelConfig.from_recipe(recipe)
+    config.training = {
+        "data": str(Path(data).resolve()),
+        "train_images": len(split.train), "val_images": len(split.val),
+        "epochs_run": trainer.current_epoch, "steps": trainer.global_step,
+        "best_val_mean_dice": _scalar(ckpt.best_model_score),
+        "best_checkpoint": Path(best).name if best else None,
+        "seconds": round(time.time() - started, 1), "resumed": bool(resume and last.exists()),
+        "parameters": count_parameters(module.net),
+        "hardware": hardware(), "software": software(),
+        "precision": recipe.train.precision, "devices": str(devices), "num_nodes": num_nodes,
+        "recipe_train": recipe.train.model_dump(mode="json"),
+        "recipe_data": recipe.data.model_dump(mode="json"),
+    }
+    return modelfolder.save(out / "model", module.net.cpu(), config)
+
+
+def _scalar(value: Any) -> float | None:
+    return None if value is None else round(float(value), 5)
+
+
+def hardware() -> dict[str, Any]:
+    """What the run actually ran on, for the model card."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {"cpu": cpu, "cpu_threads": torch.get_num_threads(),
+                            "logical_cpus": os.cpu_count()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def software() -> dict[str, str]:
+    import albumentations
+    import timm
+
+    from seglab import __version__
+
+    return {"seglab": __version__, "python": platform.python_version(),
+            "torch": torch.__version__, "lightning": L.__version__,
+            "segmentation_models_pytorch": smp.__version__, "timm": timm.__version__,
+            "albumentations": albumentations.__version__, "os": platform.platform()}
