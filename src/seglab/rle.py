@@ -157,6 +157,8 @@ def read_csv(source: str | os.PathLike[str] | io.TextIOBase, num_classes: int = 
     else:
         text = source.read()
         label = "<csv>"
+    # A ragged full-size mask encodes to megabytes; the csv module's default cap is 128 KB.
+    csv.field_size_limit(2**31 - 1)
     reader = csv.DictReader(io.StringIO(text))
     columns = [c.strip() for c in (reader.fieldnames or [])]
     reader.fieldnames = columns

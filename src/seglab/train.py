@@ -196,7 +196,7 @@ def train(recipe: Recipe, data: str | os.PathLike[str], out: str | os.PathLike[s
         max_time={"minutes": recipe.train.max_minutes} if recipe.train.max_minutes else None,
         precision=recipe.train.precision, accelerator=accelerator, devices=devices,
         num_nodes=num_nodes, strategy=strategy, callbacks=callbacks,
-        logger=[CSVLogger(out, name="logs", version=""),
+        logger=[CSVLogger(out, name="logs", version="", flush_logs_every_n_steps=10),
                 TensorBoardLogger(out, name="tensorboard", version="")],
         check_val_every_n_epoch=recipe.train.val_every_n_epochs, log_every_n_steps=5,
         enable_progress_bar=progress, enable_model_summary=False, deterministic=False,

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from seglab.evaluate import Collected, score, tune
+from seglab.metrics import detection_scores, dice_pairs, roc_auc
+from seglab.recipes import PostprocessSpec, TuneSpec
+
+
+def _m(*rows):
+    return np.array(rows, dtype=np.uint8)
+
+
+def test_dice_hand_computed_cases():
+    empty = np.zeros((1, 1, 2, 3), np.uint8)
+    full = np.ones((1, 1, 2, 3), np.uint8)
+    assert dice_pairs(empty, empty).item() == 1.0  # empty vs empty scores 1
+    assert dice_pairs(empty, full).item() == 0.0  # empty vs non-empty scores 0
+    assert dice_pairs(full, empty).item() == 0.0
+    a = _m([1, 1, 0], [0, 0, 0])[None, None]
+    b = _m([0, 1, 1], [0, 1, 0])[None, None]
+    # |A|=2, |B|=3, |A∩B|=1 -> 2*1/5
+    assert dice_pairs(a, b).item() == pytest.approx(0.4)
+    # The mission's smoothed coefficient (2*1+1)/(5+1)
+    assert dice_pairs(a, b, smooth=1.0).item() == pytest.approx(0.5)
+    assert dice_pairs(empty, empty, smooth=1.0).item() == 1.0
+    batch = np.concatenate([a, b, empty[0:1]], axis=1)  # (1, 3, H, W)
+    truth = np.concatenate([b, b, full[0:1]], axis=1)
+    np.testing.assert_allclose(dice_pairs(batch, truth).numpy(), [[0.4, 1.0, 0.0]])
+
+
+def test_detection_scores_and_auc():
+    s = detection_scores([1, 1, 0, 0, 1], [1, 0, 0, 1, 1])
+    assert (s["tp"], s["fp"], s["fn"], s["tn"]) == (2, 1, 1, 1)
+    assert s["precision"] == pytest.approx(2 / 3) and s["recall"] == pytest.approx(2 / 3)
+    assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == 0.75
+    assert roc_auc(np.array([0.1, 0.2]), np.array([1, 1])) is None
+
+
+def _collected(thresholds, pred_area, inter, truth_area, class_probs):
+    pred_area = np.asarray(pred_area, float)
+    n = pred_area.shape[1]
+    return Collected(ids=[f"i{k}" for k in range(n)], class_names=["c"],
+                     thresholds=np.asarray(thresholds, np.float32), pred_area=pred_area,
+                     inter=np.asarray(inter, float), truth_area=np.asarray(truth_area, float),
+                     class_probs=np.asarray(class_probs, float),
+                     dice=np.zeros((n, 1)), pred_present=np.zeros((n, 1), bool),
+                     pixels=np.full(n, 100))
+
+
+def test_tuning_finds_the_known_optimum():
+    # Four images, one class, two thresholds. Image 0: a real defect of 50 px that
+    # threshold 0.3 over-segments (150 px) and 0.7 fits (40 px, all inside).
+    # Images 1-3: clean, but threshold 0.3 leaves 10-30 px of noise; at 0.7 only image 3
+    # keeps its 30 px, and its classifier score is high, so only a minimum area removes it.
+    thresholds = [0.3, 0.7]
+    pred_area = [[[150], [10], [20], [30]], [[40], [0], [0], [30]]]
+    inter = [[[50], [0], [0], [0]], [[40], [0], [0], [0]]]
+    truth = [[50], [0], [0], [0]]
+    probs = [[0.9], [0.2], [0.3], [0.8]]
+    col = _collected(thresholds, pred_area, inter, truth, probs)
+    grid = TuneSpec(thresholds=[0.3, 0.7], min_areas=[0, 25, 35, 45],
+                    classifier_thresholds=[0.0, 0.5])
+    spec, report = tune(col, grid, PostprocessSpec())
+    # Best: threshold 0.7 (defect Dice 2*40/90), min area 35 kills image 3's 30 px noise.
+    assert spec.threshold == [pytest.approx(0.7)] and spec.min_area == [35]
+    assert spec.classifier_threshold == [0.0]
+    expected = (2 * 40 / 90 + 1 + 1 + 1) / 4
+    assert report["c"]["mean_dice"] == pytest.approx(expected, abs=1e-5)
+    assert score(col, spec)["mean_dice"] == pytest.approx(expected)
+    # Without the area grid the classifier threshold 0.5 does nothing for image 3
+    # (score 0.8), so the best is to keep everything at 0.7 and lose image 3.
+    grid2 = TuneSpec(thresholds=[0.3, 0.7], min_areas=[0], classifier_thresholds=[0.0, 0.5])
+    spec2, report2 = tune(col, grid2, PostprocessSpec())
+    assert spec2.threshold == [pytest.approx(0.7)] and spec2.min_area == [0]
+    assert report2["c"]["mean_dice"] == pytest.approx((2 * 40 / 90 + 1 + 1 + 0) / 4, abs=1e-5)
+    # A classifier threshold between image 3 (0.8) and image 0 (0.9) also reaches the optimum.
+    grid3 = TuneSpec(thresholds=[0.3, 0.7], min_areas=[0], classifier_thresholds=[0.0, 0.85])
+    spec3, report3 = tune(col, grid3, PostprocessSpec())
+    assert spec3.classifier_threshold == [0.85] and spec3.min_area == [0]
+    assert report3["c"]["mean_dice"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_score_reports_empty_baseline_and_defective_dice():
+    col = _collected([0.5], [[[40], [0], [5]]], [[[40], [0], [0]]], [[50], [0], [0]],
+                     [[0.9], [0.1], [0.7]])
+    m = score(col, PostprocessSpec())
+    assert m["all_empty_mean_dice"] == pytest.approx(2 / 3)
+    assert m["mean_dice"] == pytest.approx((80 / 90 + 1 + 0) / 3)
+    assert m["mean_dice_defective"] == pytest.approx(80 / 90)
+    det = m["per_class"]["c"]["detection"]
+    assert (det["tp"], det["fp"], det["fn"], det["tn"]) == (1, 1, 0, 1)
