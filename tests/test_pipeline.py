@@ -182,3 +182,27 @@ def test_predict_real_severstal_strips_round_trip(trained, shared_data, tmp_path
             else:
                 assert c + 1 not in labels.rles.get(row["image"], {})
     assert found >= 10
+
+
+def test_ddp_two_cpu_processes_train_the_same_model(tmp_path):
+    """`seglab train --devices 2 --strategy ddp` on CPU (gloo): both ranks hold one model."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = make_dataset(tmp_path / "strips", 12, seed=3, shape=(64, 400))
+    seglab_bin = Path(sys.executable).with_name("seglab")
+    cmd = [str(seglab_bin), "train", "cpu-demo", "--data", str(data), "--out",
+           str(tmp_path / "run"), "--devices", "2", "--accelerator", "cpu", "--strategy", "ddp",
+           "--no-tune", "--no-factors",
+           "--set", "model.encoder_depth=3", "--set", "model.decoder_channels=[16, 8, 4]",
+           "--set", "data.input_size=null", "--set", "train.epochs=1",
+           "--set", "train.batch_size=2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "run" / "ranks" / f"rank{r}.json").read_text())
+             for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert ranks[0]["sum"] == ranks[1]["sum"]
+    assert ranks[0]["sum_of_squares"] == ranks[1]["sum_of_squares"]
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists()

@@ -113,6 +113,21 @@ class Segmenter(L.LightningModule):
         for i, name in enumerate(self.recipe.model.classes):
             self.log(f"val_dice/{name}", dice[:, i].mean(), rank_zero_only=True)
 
+    def on_train_end(self) -> None:
+        """Record this rank's weights digest; under DDP every rank must hold the same model."""
+        flat = torch.cat([p.detach().float().flatten().cpu() for p in self.net.parameters()])
+        digest = torch.tensor([flat.double().sum().item(), flat.double().square().sum().item()])
+        rank = self.trainer.global_rank
+        folder = Path(self.trainer.default_root_dir) / "ranks"
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(folder / f"rank{rank}.json", json.dumps(
+            {"rank": rank, "world_size": self.trainer.world_size, "sum": digest[0].item(),
+             "sum_of_squares": digest[1].item()}))
+        if self.trainer.world_size > 1:
+            gathered = self.all_gather(digest.to(self.device)).cpu()
+            if not torch.allclose(gathered, gathered[0:1].expand_as(gathered), rtol=1e-9):
+                raise RuntimeError(f"DDP ranks hold different weights: {gathered.tolist()}")
+
     def configure_optimizers(self) -> Any:
         spec = self.recipe.train
         opt = torch.optim.Adam(self.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
@@ -191,6 +206,10 @@ def train(recipe: Recipe, data: str | os.PathLike[str], out: str | os.PathLike[s
         callbacks.append(EarlyStopping(MONITOR, mode="max",
                                        patience=recipe.train.early_stopping_patience,
                                        check_on_train_epoch_end=False))
+    if strategy == "ddp" and recipe.model.encoder_depth < 5:
+        # smp keeps the encoder's deeper stages even when encoder_depth < 5; DDP must
+        # be told that those parameters get no gradient.
+        strategy = "ddp_find_unused_parameters_true"
     trainer = L.Trainer(
         default_root_dir=out, max_epochs=recipe.train.epochs, max_steps=recipe.train.max_steps,
         max_time={"minutes": recipe.train.max_minutes} if recipe.train.max_minutes else None,
