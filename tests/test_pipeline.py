@@ -17,7 +17,7 @@ from seglab.recipes import load_recipe
 
 TINY = {
     "model": {"encoder": "resnet18", "encoder_depth": 3, "decoder_channels": [16, 8, 4]},
-    "data": {"input_size": None, "val_fraction": 0.25},
+    "data": {"input_size": None, "crop_size": None, "val_fraction": 0.25},
     "train": {"epochs": 2, "batch_size": 4, "lr": 0.003},
 }
 
@@ -196,7 +196,8 @@ def test_ddp_two_cpu_processes_train_the_same_model(tmp_path):
            str(tmp_path / "run"), "--devices", "2", "--accelerator", "cpu", "--strategy", "ddp",
            "--no-tune", "--no-factors",
            "--set", "model.encoder_depth=3", "--set", "model.decoder_channels=[16, 8, 4]",
-           "--set", "data.input_size=null", "--set", "train.epochs=1",
+           "--set", "data.input_size=null", "--set", "data.crop_size=null",
+           "--set", "train.epochs=1",
            "--set", "train.batch_size=2"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -206,3 +207,18 @@ def test_ddp_two_cpu_processes_train_the_same_model(tmp_path):
     assert ranks[0]["sum"] == ranks[1]["sum"]
     assert ranks[0]["sum_of_squares"] == ranks[1]["sum_of_squares"]
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+
+
+def test_resume_continues_from_the_last_checkpoint(tmp_path):
+    from seglab.modelfolder import read_config
+    from seglab.train import train
+
+    data = make_dataset(tmp_path / "strips", 8, seed=5, shape=(64, 400))
+    one = load_recipe("cpu-demo", {**TINY, "train": {**TINY["train"], "epochs": 1}})
+    train(one, data, tmp_path / "run", progress=False)
+    first = read_config(tmp_path / "run" / "model").training
+    two = load_recipe("cpu-demo", {**TINY, "train": {**TINY["train"], "epochs": 2}})
+    train(two, data, tmp_path / "run", resume=True, progress=False)
+    second = read_config(tmp_path / "run" / "model").training
+    assert second["resumed"] is True
+    assert second["steps"] == 2 * first["steps"] and second["epochs_run"] == 2

@@ -196,7 +196,7 @@ def serve() -> None:
 def demo(
     out: Annotated[Path, typer.Option(help="Where the demo writes everything.")] = Path(
         "demo-output"),
-    images: Annotated[int, typer.Option(help="Generated strips.", min=8)] = 48,
+    images: Annotated[int, typer.Option(help="Generated strips.", min=8)] = 64,
 ) -> None:
     """The main job on bundled data: generate strips, train, tune, evaluate, predict, card."""
     from seglab.demo import run_demo

@@ -55,15 +55,17 @@ class Item:
 def build_transforms(spec: DataSpec, train: bool) -> A.Compose:
     """Albumentations pipeline from a recipe's data section (augment only when training)."""
     steps: list = []
+    if spec.input_size is not None:
+        steps.append(A.Resize(*spec.input_size, interpolation=cv2.INTER_AREA))
     if train and spec.crop_size is not None:
         h, w = spec.crop_size
+        steps.append(A.PadIfNeeded(min_height=h, min_width=w,
+                                   border_mode=cv2.BORDER_REFLECT_101))
         # CropNonEmptyMaskIfExists centres crops on a defect: rare small defects get seen.
         steps.append(A.OneOf([
             A.CropNonEmptyMaskIfExists(height=h, width=w, p=spec.crop_defect_bias),
             A.RandomCrop(height=h, width=w, p=1.0 - spec.crop_defect_bias),
         ], p=1.0) if spec.crop_defect_bias > 0 else A.RandomCrop(height=h, width=w))
-    elif spec.input_size is not None:
-        steps.append(A.Resize(*spec.input_size, interpolation=cv2.INTER_AREA))
     if train:
         aug = spec.augment
         steps += [

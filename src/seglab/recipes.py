@@ -63,7 +63,8 @@ class DataSpec(Strict):
     input_size: Size | None = None
     """Resize every image to (height, width) for the model; ``None`` keeps full size."""
     crop_size: Size | None = None
-    """Train on random crops of this size (validation stays at ``input_size``/full size)."""
+    """Train on random crops of this size, cut after any resize to ``input_size``;
+    validation sees the whole image (at ``input_size``, or full size)."""
     crop_defect_bias: Fraction = 0.0
     """Share of crops centred on a defect pixel: learns fast on rare, small defects."""
     defect_oversample: Annotated[float, Field(ge=1.0, le=100.0)] = 1.0

@@ -106,7 +106,9 @@ def plot_pr_curves(class_probs: np.ndarray, truth: np.ndarray, names: Sequence[s
 def image_grid(rows: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path,
                names: Sequence[str], title: str) -> Path:
     """Rows of (label, truth overlay, prediction overlay) side by side, with a legend."""
-    fig, axes = plt.subplots(len(rows), 2, figsize=(10, 1.9 * len(rows) + 0.6), squeeze=False)
+    aspect = rows[0][1].shape[0] / rows[0][1].shape[1] if rows else 1.0
+    fig, axes = plt.subplots(len(rows), 2, figsize=(10, (5 * aspect + 0.35) * len(rows) + 0.8),
+                             squeeze=False)
     for r, (label, truth, pred) in enumerate(rows):
         for col, (img, head) in enumerate(((truth, "truth"), (pred, "prediction"))):
             ax = axes[r, col]
