@@ -99,6 +99,19 @@ def train(
                                split=split)
     if not model_dir.exists():  # non-zero DDP ranks
         return
+    if spec.task == "cutout":
+        from seglab.cutout import gate_report
+        from seglab.io import write_text_atomic
+        from seglab.predict import load_model
+        from seglab.report import cutout_card
+
+        predictor = load_model(model_dir)
+        report = gate_report(predictor, split.val, model_dir, name=f"validation split of {data}")
+        write_text_atomic(model_dir / "README.md", cutout_card(predictor.config, report,
+                                                               model_dir.name))
+        typer.echo(f"model: {model_dir}; validation mean IoU {report['mean_iou']:.4f}, "
+                   f"accepted {report['accepted_share']:.1%}")
+        return
     metrics = document(str(model_dir), split.val, dataset_name=f"validation split of {data}",
                        tune_first=tune, factors=factors)
     typer.echo(f"model: {model_dir}")
@@ -168,15 +181,75 @@ def predict(
 
 
 @app.command()
-def synth() -> None:
-    """Generate synthetic jewellery composites (issue: background removal)."""
-    _not_yet("synth", "the background-removal pipeline")
+@_friendly
+def synth(
+    foregrounds: Annotated[Path, typer.Option(help="Folder of RGBA cut-outs.")],
+    out: Annotated[Path, typer.Option(help="Output folder (images/, masks/, alpha/).")],
+    n: Annotated[int, typer.Option("-n", "--count", min=1, help="Composites to make.")] = 100,
+    backgrounds: Annotated[list[Path] | None, typer.Option(
+        help="Photo folders; a folder whose path mentions 'hand' counts as hands, "
+             "others as rooms. Repeat the option.")] = None,
+    recipe: Annotated[str, typer.Option(help="Recipe whose data.synth section to use.")]
+    = "jewellery-unet-effb3",
+    seed: Annotated[int, typer.Option()] = 0,
+    workers: Annotated[int, typer.Option(min=1)] = 2,
+) -> None:
+    """Make synthetic composites: cut-outs on colour fields, shapes, rooms and hands."""
+    from seglab import synth as synthesis
+    from seglab.recipes import SynthSpec, load_recipe
+
+    spec = load_recipe(recipe).data.synth or SynthSpec()
+    fgs, skipped = synthesis.load_foregrounds(foregrounds, spec)
+    for line in skipped:
+        typer.secho(f"skipped foreground: {line}", fg="yellow", err=True)
+    folders = backgrounds or []
+    hands = synthesis.list_photos([f for f in folders if "hand" in str(f).lower()])
+    rooms = synthesis.list_photos([f for f in folders if "hand" not in str(f).lower()])
+    maker = synthesis.Synthesizer(spec, fgs, rooms, hands, seed=seed)
+    synthesis.generate(maker, out, n, workers=workers)
+    typer.echo(f"{n} composites from {len(fgs)} cut-outs, {len(rooms)} room and {len(hands)} "
+               f"hand photos in {out}")
 
 
 @app.command()
-def cutout() -> None:
-    """Cut products out of photos with a confidence gate (issue: background removal)."""
-    _not_yet("cutout", "the background-removal pipeline")
+@_friendly
+def cutout(
+    model: Annotated[Path, typer.Argument(help="Cut-out model folder.")],
+    images: Annotated[list[str], typer.Argument(help="Files, folders or globs.")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    bg_color: Annotated[str | None, typer.Option(help="Put cut-outs on this colour "
+                                                 "(#ffffff) instead of transparency.")] = None,
+    soft_edges: Annotated[bool, typer.Option(help="Keep soft alpha edges.")] = False,
+    mask_only: Annotated[bool, typer.Option(help="Write only the masks.")] = False,
+    review: Annotated[bool, typer.Option(help="Write the review sheet and gate report.")]
+    = True,
+) -> None:
+    """Cut products out of photos; show a cut-out only when the confidence gate accepts it."""
+    from seglab.cutout import cutout_files, parse_colour
+    from seglab.predict import load_model
+
+    predictor = load_model(model)
+    summary = cutout_files(predictor, images, out, background=parse_colour(bg_color),
+                           soft_edges=soft_edges, mask_only=mask_only, review=review)
+    typer.echo(f"{summary['accepted']} of {summary['images']} accepted, "
+               f"{len(summary['errors'])} skipped; results in {out}")
+
+
+@app.command("gate-report")
+@_friendly
+def gate_report_cmd(
+    model: Annotated[Path, typer.Argument(help="Cut-out model folder.")],
+    data: Annotated[Path, typer.Option(help="Labelled photos: images/ + masks/, or RGBA.")],
+    out: Annotated[Path, typer.Option(help="Where the report goes.")],
+) -> None:
+    """IoU per image and precision of accepted cut-outs against coverage, on labelled photos."""
+    from seglab.cutout import gate_report
+    from seglab.datasets import CutoutDataset
+    from seglab.predict import load_model
+
+    report = gate_report(load_model(model), CutoutDataset(data), out, name=str(data))
+    typer.echo(f"mean IoU {report['mean_iou']:.4f}, accepted {report['accepted_share']:.1%}, "
+               f"precision of accepted {report['precision_of_accepted']}")
 
 
 @app.command()

@@ -323,7 +323,16 @@ def open_dataset(recipe: Recipe, root: str | os.PathLike[str],
         return SeverstalDataset(root, class_names=names, ids=ids, spec=spec)
     if fmt in ("magnetic-tile", "mask-folder"):
         layout = "magnetic-tile" if fmt == "magnetic-tile" else "images-masks"
-        return MaskFolderDataset(root, names, layout=layout, spec=spec)
-    if fmt == "cutout":
-        return CutoutDataset(root, spec=spec)
-    raise SeglabError(f"data format {fmt!r} has no folder dataset; use seglab.synth for it")
+        dataset: SegmentationDataset = MaskFolderDataset(root, names, layout=layout, spec=spec)
+    elif fmt == "cutout":
+        dataset = CutoutDataset(root, spec=spec)
+    else:
+        raise SeglabError(f"data format {fmt!r} has no folder dataset; use seglab.synth for it")
+    if ids is not None:
+        wanted = set(ids)
+        unknown = wanted - {it.id for it in dataset.items}
+        if unknown:
+            raise SeglabError(f"{len(unknown)} requested images are not in {root} "
+                              f"(first: {sorted(unknown)[:3]})")
+        dataset = dataset.subset([i for i, it in enumerate(dataset.items) if it.id in wanted])
+    return dataset

@@ -58,6 +58,41 @@ class Augment(Strict):
     scale_limit: Fraction = 0.1
 
 
+class BackgroundMix(Strict):
+    """Proportions of the four background kinds (normalised; a kind without photos is skipped)."""
+
+    colour: Annotated[float, Field(ge=0)] = 0.25
+    shapes: Annotated[float, Field(ge=0)] = 0.25
+    rooms: Annotated[float, Field(ge=0)] = 0.25
+    hands: Annotated[float, Field(ge=0)] = 0.25
+
+
+class SynthSpec(Strict):
+    """How synthetic jewellery composites are made."""
+
+    size: Size = (320, 320)
+    mix: BackgroundMix = BackgroundMix()
+    area_fraction: tuple[Fraction, Fraction] = (0.08, 0.40)
+    """Object area as a fraction of the image, drawn uniformly from this range."""
+    rotation: Annotated[float, Field(ge=0, le=180)] = 30.0
+    flip: Fraction = 0.5
+    off_frame: Fraction = 0.15
+    """Share of composites whose object is pushed partly out of the frame."""
+    jitter_brightness: Fraction = 0.2
+    jitter_contrast: Fraction = 0.2
+    jitter_saturation: Fraction = 0.2
+    jitter_hue: Annotated[float, Field(ge=0, le=0.5)] = 0.03
+    shadow: Fraction = 0.3
+    background_blur: tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]] = (
+        2.0, 8.0)
+    """Gaussian sigma range (pixels at composite size) for the blurred backgrounds."""
+    shapes_count: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]] = (3, 12)
+    min_alpha_opaque: Fraction = 0.01
+    """A foreground needs at least this share of opaque and of transparent pixels."""
+    max_side: Annotated[int, Field(ge=64, le=8192)] = 1024
+    """Foregrounds are cropped to their alpha box and shrunk to this size when loaded."""
+
+
 class DataSpec(Strict):
     format: Literal["severstal", "magnetic-tile", "mask-folder", "cutout", "synthetic"]
     input_size: Size | None = None
@@ -77,6 +112,8 @@ class DataSpec(Strict):
     seed: int = 42
     normalization: Normalization = Normalization()
     augment: Augment = Augment()
+    synth: SynthSpec | None = None
+    """For ``format: synthetic``: composites made on the fly from foregrounds and backgrounds."""
 
 
 class LossSpec(Strict):

@@ -316,3 +316,203 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+GREEN = (40, 170, 60)
+RED = (210, 40, 40)
+
+
+def _thumb(img: np.ndarray, max_side: int) -> np.ndarray:
+    scale = max_side / max(img.shape[:2])
+    if scale >= 1:
+        return img
+    return cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+
+
+def _checker(shape: tuple[int, int], cell: int = 8) -> np.ndarray:
+    yy, xx = np.indices(shape)
+    board = np.where(((yy // cell) + (xx // cell)) % 2 == 0, 235, 200).astype(np.uint8)
+    return np.repeat(board[..., None], 3, axis=2)
+
+
+def _flatten(rgba: np.ndarray) -> np.ndarray:
+    """An RGBA cut-out over a checkerboard, so transparency is visible."""
+    if rgba.shape[2] == 3:
+        return rgba
+    a = rgba[..., 3:].astype(np.float32) / 255
+    board = _checker(rgba.shape[:2]).astype(np.float32)
+    return (rgba[..., :3] * a + board * (1 - a)).astype(np.uint8)
+
+
+def review_row(name: str, cut: Any, max_side: int = 220) -> dict:
+    """The five panels of one image, as small thumbnails (bounded memory for big batches)."""
+    grey = lambda m: np.repeat((m * 255).astype(np.uint8)[..., None], 3, axis=2)  # noqa: E731
+    shown = cut.shown()
+    return {
+        "name": name, "accepted": cut.decision.accepted, "reason": cut.decision.reason,
+        "confidence": cut.decision.confidence, "area_fraction": cut.decision.area_fraction,
+        "panels": [_thumb(p, max_side) for p in (
+            cut.image, grey(cut.raw_mask), grey(cut.mask), _flatten(cut.rgba()),
+            _flatten(shown) if shown.shape[2] == 4 else shown)],
+    }
+
+
+REVIEW_HEADS = ("photo", "raw mask", "cleaned mask", "cut-out", "what a person sees")
+
+
+def _review_page(rows: list[dict], cell: int) -> np.ndarray:
+    pad, head, text_h = 8, 26, 34
+    width = 5 * (cell + pad) + pad
+    height = head + len(rows) * (cell + text_h + pad) + pad
+    page = np.full((height, width, 3), 255, np.uint8)
+    for i, title in enumerate(REVIEW_HEADS):
+        cv2.putText(page, title, (pad + i * (cell + pad), 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    for r, row in enumerate(rows):
+        top = head + r * (cell + text_h + pad)
+        for i, panel in enumerate(row["panels"]):
+            ph, pw = panel.shape[:2]
+            left = pad + i * (cell + pad) + (cell - pw) // 2
+            page[top + (cell - ph) // 2: top + (cell - ph) // 2 + ph, left:left + pw] = panel
+        colour = GREEN if row["accepted"] else RED
+        x0 = pad + 4 * (cell + pad) - 4
+        cv2.rectangle(page, (x0, top - 4), (x0 + cell + 7, top + cell + 3), colour, 4)
+        verdict = "ACCEPTED" if row["accepted"] else "REJECTED: " + row["reason"]
+        line = f"{row['name']}  conf {row['confidence']:.3f}  area {row['area_fraction']:.1%}"
+        cv2.putText(page, line, (pad, top + cell + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(page, verdict[:110], (pad, top + cell + 29), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
+                    colour, 1, cv2.LINE_AA)
+    return page
+
+
+def review_sheet(items: Sequence[tuple[str, Any]] | Sequence[dict], folder: Path,
+                 rows_per_page: int = 8, cell: int = 220) -> list[Path]:
+    """Paginated PNG review sheets plus ``index.html`` with the same rows.
+
+    Each row: the photo, the raw mask, the cleaned mask, the cut-out and what a
+    person sees, framed green when accepted and red when rejected (with the reason).
+    """
+    import html
+
+    from seglab.io import write_image
+
+    rows = [it if isinstance(it, dict) else review_row(it[0], it[1], cell) for it in items]
+    pages = []
+    for n, start in enumerate(range(0, len(rows), rows_per_page), start=1):
+        path = folder / f"review_{n:03d}.png"
+        write_image(path, _review_page(rows[start:start + rows_per_page], cell))
+        pages.append(path)
+    body = ["<!doctype html><html><head><meta charset='utf-8'><title>seglab review sheet"
+            "</title><style>body{font-family:sans-serif}td{padding:4px;text-align:center}"
+            ".ok{border:5px solid rgb(40,170,60)}.no{border:5px solid rgb(210,40,40)}"
+            "img{max-width:220px;max-height:220px}</style></head><body>",
+            "<h1>Review sheet</h1><table><tr>"
+            + "".join(f"<th>{h}</th>" for h in REVIEW_HEADS) + "<th>decision</th></tr>"]
+    for i, row in enumerate(rows):
+        cells = []
+        for j, panel in enumerate(row["panels"]):
+            rel = f"panels/{i:05d}_{j}.png"
+            write_image(folder / rel, panel)
+            cls = (" class='ok'" if row["accepted"] else " class='no'") if j == 4 else ""
+            cells.append(f"<td><img src='{rel}'{cls} alt='{REVIEW_HEADS[j]}'></td>")
+        verdict = "accepted" if row["accepted"] else "rejected: " + html.escape(row["reason"])
+        body.append(f"<tr>{''.join(cells)}<td><b>{html.escape(row['name'])}</b><br>"
+                    f"{verdict}<br>confidence {row['confidence']:.3f}<br>"
+                    f"area {row['area_fraction']:.1%}</td></tr>")
+    body.append("</table></body></html>")
+    write_text_atomic(folder / "index.html", "\n".join(body))
+    return pages
+
+
+def gate_histograms(rows: Sequence[dict], path: Path) -> Path:
+    """Unlabelled photos: accepted share, confidence and area histograms."""
+    conf = np.array([r["confidence"] for r in rows])
+    area = np.array([r["area_fraction"] for r in rows])
+    accepted = np.array([r["accepted"] for r in rows], bool)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    axes[0].hist([conf[accepted], conf[~accepted]], bins=20, range=(0, 1), stacked=True,
+                 color=["#28aa3c", "#d22828"], label=["accepted", "rejected"])
+    axes[0].set_xlabel("confidence")
+    axes[0].legend(fontsize=7)
+    axes[1].hist([area[accepted], area[~accepted]], bins=20, range=(0, 1), stacked=True,
+                 color=["#28aa3c", "#d22828"])
+    axes[1].set_xlabel("mask area fraction")
+    fig.suptitle(f"{accepted.sum()} of {len(rows)} accepted ({accepted.mean():.0%})")
+    return _save_figure(fig, path)
+
+
+def precision_coverage(confidences: np.ndarray, ious: np.ndarray, area_ok: np.ndarray,
+                       iou_good: float = 0.95) -> list[dict]:
+    """Precision of accepted results (IoU >= iou_good) and coverage as the threshold moves."""
+    out = []
+    for t in np.round(np.arange(0.5, 1.0001, 0.01), 2):
+        acc = area_ok & (confidences >= t)
+        n = int(acc.sum())
+        out.append({"threshold": float(t), "coverage": n / max(len(ious), 1),
+                    "precision": float((ious[acc] >= iou_good).mean()) if n else None,
+                    "accepted": n})
+    return out
+
+
+def plot_precision_coverage(curve: list[dict], path: Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    t = [c["threshold"] for c in curve]
+    ax.plot(t, [c["coverage"] for c in curve], label="coverage (share accepted)")
+    ax.plot(t, [np.nan if c["precision"] is None else c["precision"] for c in curve],
+            label="precision (IoU >= 0.95 among accepted)")
+    ax.set_xlabel("confidence threshold")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    return _save_figure(fig, path)
+
+
+def cutout_card(config: Any, report: dict, folder_name: str = "model") -> str:
+    """Model card of a background-removal model, with its measured gate report."""
+    import yaml
+
+    tr, gate = config.training, config.gate
+    meta = {"library_name": "seglab", "pipeline_tag": "image-segmentation",
+            "tags": ["background-removal", "unet", "segmentation-models-pytorch"],
+            "model-index": [{"name": config.recipe, "results": [{
+                "task": {"type": "image-segmentation"},
+                "dataset": {"name": report["data"], "type": config.recipe},
+                "metrics": [
+                    {"type": "iou", "name": "mean IoU", "value": round(report["mean_iou"], 5)},
+                    {"type": "accuracy", "name": "accepted share",
+                     "value": round(report["accepted_share"], 5)}]}]}]}
+    hw, sw = tr.get("hardware", {}), tr.get("software", {})
+    prec = report["precision_of_accepted"]
+    return "\n".join([
+        "---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
+        f"# {config.recipe}", "", "## Model details", "",
+        f"- {config.model.arch} with a `{config.model.encoder}` encoder, "
+        f"{config.model.in_channels} input channels, 1 output channel (logits; sigmoid at "
+        f"inference); parameters: {tr.get('parameters', 'n/a')}.",
+        f"- Encoder initialisation: {config.model.encoder_weights or 'random (from scratch)'}",
+        "", "## Intended uses", "",
+        "Cutting jewellery out of product photos. A cut-out is shown to a person only when "
+        f"the mask covers {gate.min_area_fraction:.0%}-{gate.max_area_fraction:.0%} of the "
+        f"image and confidence >= {gate.min_confidence}; otherwise the original photo is "
+        "shown and the reason recorded.", "",
+        "## How to get started", "", "```python", "import seglab",
+        "from seglab.cutout import remove", "from seglab.io import read_image", "",
+        f'predictor = seglab.load_model("{folder_name}")',
+        'result = remove(predictor, read_image("photo.jpg"))',
+        "print(result.decision.accepted, result.decision.confidence, result.decision.reason)",
+        "```", "",
+        "## Training data", "",
+        f"`{tr.get('data', 'n/a')}`: {tr.get('train_images', 'n/a')} training and "
+        f"{tr.get('val_images', 'n/a')} validation images.", "",
+        "## Evaluation (gate report)", "",
+        "| metric | value |", "|---|---|",
+        f"| images | {report['images']} |",
+        f"| mean IoU | {report['mean_iou']:.4f} |",
+        f"| accepted share | {report['accepted_share']:.4f} |",
+        f"| precision of accepted (IoU >= {report['iou_good']}) | "
+        f"{'n/a' if prec is None else f'{prec:.4f}'} |", "",
+        "![precision vs coverage](precision_coverage.png)", "",
+        "## Hardware and software", "",
+        f"- Hardware: {hw.get('cpu', 'n/a')}, {hw.get('cpu_threads', 'n/a')} threads.",
+        "- Software: " + ", ".join(f"{k} {v}" for k, v in sw.items()), ""])

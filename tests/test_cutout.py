@@ -1,0 +1,140 @@
+"""Synthetic composites, the cut-out pipeline, the review sheet and the gate report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from seglab import modelfolder
+from seglab.cutout import cutout_files, gate_report, iou, parse_colour, remove
+from seglab.datasets import CutoutDataset
+from seglab.io import read_image
+from seglab.models import build
+from seglab.predict import Predictor
+from seglab.recipes import SynthSpec, load_recipe
+from seglab.synth import Synthesizer, generate, list_photos, load_foregrounds
+
+SMALL = SynthSpec(size=(64, 64), max_side=128)
+
+
+@pytest.fixture(scope="module")
+def foregrounds(shared_data, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fg")
+    src = sorted((shared_data / "jewellery-cutouts").rglob("*.png"))[:4]
+    for p in src:
+        (folder / p.name).write_bytes(p.read_bytes())
+    Image.new("RGB", (40, 40), (200, 10, 10)).save(folder / "opaque.png")  # no alpha
+    return folder
+
+
+def _digest(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_synthesis_is_reproducible_byte_for_byte(foregrounds, shared_data, tmp_path):
+    fgs, skipped = load_foregrounds(foregrounds, SMALL)
+    assert len(fgs) == 4 and len(skipped) == 1 and "opaque.png" in skipped[0]
+    rooms = list_photos([shared_data / "backgrounds" / "rooms"])[:5]
+    hands = list_photos([shared_data / "backgrounds" / "hands"])[:5]
+    one = generate(Synthesizer(SMALL, fgs, rooms, hands, seed=3), tmp_path / "a", 10,
+                   workers=1, progress=False)
+    two = generate(Synthesizer(SMALL, fgs, rooms, hands, seed=3), tmp_path / "b", 10,
+                   workers=2, progress=False)
+    assert _digest(one) == _digest(two)
+    other = generate(Synthesizer(SMALL, fgs, rooms, hands, seed=4), tmp_path / "c", 10,
+                     progress=False)
+    assert _digest(one) != _digest(other)
+    manifest = [json.loads(x) for x in (one / "manifest.jsonl").read_text().splitlines()]
+    assert [m["index"] for m in manifest] == list(range(10))
+    kinds = {m["background"] for m in manifest}
+    assert kinds <= {"colour", "shapes", "rooms", "hands"} and len(kinds) >= 2
+    for m in manifest:
+        mask = read_image(one / "masks" / f"{m['index']:06d}.png", mode="L")
+        assert set(np.unique(mask)) <= {0, 255}
+        assert m["area_fraction"] == pytest.approx((mask > 0).mean(), abs=1e-4)
+
+
+def _tiny_cutout_model(tmp_path):
+    recipe = load_recipe("jewellery-unet-effb3", {"model": {
+        "encoder": "resnet18", "encoder_depth": 3, "decoder_channels": [8, 8, 4]},
+        "data": {"input_size": [64, 64]}})
+    net = build(recipe.model)
+    config = modelfolder.ModelConfig.from_recipe(recipe)
+    folder = modelfolder.save(tmp_path / "model", net, config)
+    from seglab import load_model
+
+    return load_model(folder)
+
+
+class _Planted(Predictor):
+    """A predictor whose probability map is planted, to test the pipeline exactly."""
+
+    def __init__(self, base: Predictor, probs: np.ndarray) -> None:
+        super().__init__(base.net, base.config)
+        self.planted = probs
+
+    def probabilities(self, images):
+        return [(self.planted[None], np.array([self.planted.max()])) for _ in images]
+
+
+def test_remove_accepts_a_sure_cutout_and_keeps_the_original_otherwise(tmp_path):
+    base = _tiny_cutout_model(tmp_path)
+    image = np.random.default_rng(0).integers(0, 255, (100, 100, 3), dtype=np.uint8)
+    probs = np.full((100, 100), 0.001, np.float32)
+    probs[20:70, 30:80] = 0.999  # 25% of the image
+    result = remove(_Planted(base, probs), image)
+    # The 3x3 elliptic opening rounds off the square's 4 corner pixels: 2496 remain.
+    assert result.decision.accepted and result.decision.area_fraction == 0.2496
+    mean_out = (7500 * 0.001 + 4 * 0.999) / 7504
+    assert result.decision.confidence == pytest.approx(min(0.999, 1 - mean_out), abs=1e-5)
+    rgba = result.shown()
+    assert rgba.shape == (100, 100, 4)
+    assert (rgba[21:69, 31:79, 3] == 255).all() and rgba[..., 3].sum() == 2496 * 255
+    on_white = result.on_colour((255, 255, 255))
+    assert (on_white[0, 0] == 255).all() and (on_white[40, 50] == image[40, 50]).all()
+    unsure = probs.copy()
+    unsure[20:70, 30:80] = 0.9
+    rejected = remove(_Planted(base, unsure), image)
+    assert not rejected.decision.accepted
+    assert rejected.decision.reason == "confidence 0.900 is below 0.98"
+    assert rejected.shown() is image
+
+
+def test_cutout_files_writes_everything_and_skips_bad_files(tmp_path):
+    base = _tiny_cutout_model(tmp_path)
+    probs = np.full((48, 64), 0.001, np.float32)
+    probs[10:30, 10:40] = 0.999
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        img = Image.fromarray(np.full((48, 64, 3), 40 * i, np.uint8))
+        img.save(tmp_path / "in" / f"p{i}.jpg")
+    (tmp_path / "in" / "bad.jpg").write_bytes(b"<html>")
+    summary = cutout_files(_Planted(base, probs), [tmp_path / "in"], tmp_path / "out",
+                           background=parse_colour("#00ff00"), progress=False)
+    assert summary["images"] == 3 and summary["accepted"] == 3 and len(summary["errors"]) == 1
+    shown = read_image(tmp_path / "out" / "shown" / "p1.png")
+    assert tuple(shown[0, 0]) == (0, 255, 0)  # background replaced by the chosen colour
+    rows = (tmp_path / "out" / "results.csv").read_text().splitlines()
+    assert rows[0] == "image,accepted,confidence,area_fraction,reason" and len(rows) == 4
+    assert (tmp_path / "out" / "review" / "review_001.png").exists()
+    html = (tmp_path / "out" / "review" / "index.html").read_text()
+    assert html.count("<tr>") == 4 and "class='ok'" in html
+    assert (tmp_path / "out" / "gate_report.png").exists()
+
+
+def test_gate_report_on_labelled_photos(shared_data, tmp_path):
+    predictor = _tiny_cutout_model(tmp_path)
+    data = CutoutDataset(shared_data / "ecssd").subset(range(6))
+    report = gate_report(predictor, data, tmp_path / "gate", name="ecssd", progress=False)
+    assert report["images"] == 6 and 0.0 <= report["mean_iou"] <= 1.0
+    assert len(report["curve"]) == 51
+    coverages = [c["coverage"] for c in report["curve"]]
+    assert coverages == sorted(coverages, reverse=True)  # higher threshold, fewer accepted
+    assert (tmp_path / "gate" / "precision_coverage.png").exists()
+    assert iou(np.ones((2, 2)), np.ones((2, 2))) == 1.0
+    assert iou(np.eye(2), np.ones((2, 2))) == 0.5
