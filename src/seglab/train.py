@@ -34,6 +34,14 @@ from seglab.postprocess import per_class
 from seglab.recipes import Recipe
 
 MONITOR = "val_mean_dice"
+GATED = "val_mean_dice_gated"
+
+
+def monitor_of(recipe: Recipe) -> str:
+    """The metric that picks the best checkpoint: validation mean Dice of the pipeline as
+    deployed, i.e. gated by the image-level head when the model has one (raw pixel
+    thresholding scores false alarms on defect-free images, which the gate removes)."""
+    return GATED if recipe.model.aux_head else MONITOR
 
 
 class Segmenter(L.LightningModule):
@@ -95,19 +103,24 @@ class Segmenter(L.LightningModule):
         self.log("val_loss", total, batch_size=batch["image"].shape[0], sync_dist=True)
         probs = torch.sigmoid(logits.float())
         pred = probs >= self.thresholds.to(probs.device).view(1, -1, 1, 1)
+        gate = (torch.sigmoid(cls_logits.float()) >= 0.5)[..., None, None]
         self._val.append(torch.stack([dice_pairs(pred, batch["mask"]).to(probs.device),
+                                      dice_pairs(pred & gate, batch["mask"]).to(probs.device),
+                                      dice_pairs(pred, batch["mask"], smooth=1.0).to(probs.device),
                                       (batch["mask"].flatten(2).amax(2) > 0).float()]))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val:
             return
-        local = torch.cat(self._val, dim=1)  # (2, N, C): dice and truth presence
+        local = torch.cat(self._val, dim=1)  # (4, N, C): dice, gated, smoothed, truth
         self._val.clear()
         stacked = self.all_gather(local)
-        if stacked.dim() == 4:  # (world, 2, N, C) under DDP
+        if stacked.dim() == 4:  # (world, 4, N, C) under DDP
             stacked = stacked.permute(1, 0, 2, 3).flatten(1, 2)
-        dice, present = stacked[0], stacked[1].bool()
+        dice, gated, smooth, present = stacked[0], stacked[1], stacked[2], stacked[3].bool()
         self.log(MONITOR, dice.mean(), prog_bar=True, rank_zero_only=True)
+        self.log(GATED, gated.mean(), prog_bar=True, rank_zero_only=True)
+        self.log("val_dice_smoothed", smooth.mean(), rank_zero_only=True)
         if present.any():
             self.log("val_dice_defective", dice[present].mean(), rank_zero_only=True)
         for i, name in enumerate(self.recipe.model.classes):
@@ -137,7 +150,7 @@ class Segmenter(L.LightningModule):
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5,
                                                                patience=2)
             return {"optimizer": opt,
-                    "lr_scheduler": {"scheduler": sched, "monitor": MONITOR}}
+                    "lr_scheduler": {"scheduler": sched, "monitor": monitor_of(self.recipe)}}
         steps = max(int(self.trainer.estimated_stepping_batches), 4)
         if spec.scheduler == "onecycle":
             # OneCycleLR needs at least two steps in each phase (short test runs).
@@ -197,13 +210,17 @@ def train(recipe: Recipe, data: str | os.PathLike[str], out: str | os.PathLike[s
     write_text_atomic(out / "split.json", json.dumps(
         {"train": [it.id for it in split.train.items], "val": split.val_ids}, indent=1))
     write_text_atomic(out / "recipe.json", recipe.model_dump_json(indent=2))
-    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=MONITOR,
-                           mode="max", save_last=True)
-    callbacks: list = [ckpt]
+    monitor = monitor_of(recipe)
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=monitor,
+                           mode="max", save_last=False)
+    # The latest state, every epoch, for --resume (save_last only fires when "best" improves).
+    latest = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", monitor=None,
+                             save_top_k=1, every_n_epochs=1, enable_version_counter=False)
+    callbacks: list = [ckpt, latest]
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
     if recipe.train.early_stopping_patience:
-        callbacks.append(EarlyStopping(MONITOR, mode="max",
+        callbacks.append(EarlyStopping(monitor, mode="max",
                                        patience=recipe.train.early_stopping_patience,
                                        check_on_train_epoch_end=False))
     if strategy == "ddp" and recipe.model.encoder_depth < 5:
@@ -236,7 +253,8 @@ def train(recipe: Recipe, data: str | os.PathLike[str], out: str | os.PathLike[s
         "data": str(Path(data).resolve()),
         "train_images": len(split.train), "val_images": len(split.val),
         "epochs_run": trainer.current_epoch, "steps": trainer.global_step,
-        "best_val_mean_dice": _scalar(ckpt.best_model_score),
+        "best_checkpoint_metric": monitor,
+        "best_checkpoint_score": _scalar(ckpt.best_model_score),
         "best_checkpoint": Path(best).name if best else None,
         "seconds": round(time.time() - started, 1), "resumed": bool(resume and last.exists()),
         "parameters": count_parameters(module.net),
