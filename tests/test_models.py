@@ -81,7 +81,7 @@ def test_save_and_load_model_folder(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json",
                                                           "model.safetensors"]
     config = json.loads((folder / "config.json").read_text())
-    assert config["model"]["encoder"] == "resnet18" and config["input_size"] == [128, 800]
+    assert config["model"]["encoder"] == "resnet18" and config["input_size"] is None
     assert config["seglab_version"] == seglab.__version__
     predictor = seglab.load_model(folder)
     image = np.random.default_rng(0).integers(0, 255, (50, 300, 3), dtype=np.uint8)
