@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.seglab-installed
 DEMO_OUT ?= demo-output
 
-.PHONY: install demo test lint bench clean
+BROWSER := /usr/bin/chromium /usr/bin/chromedriver
+
+.PHONY: install demo test lint bench clean browser serve
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,12 +16,24 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The browser test drives Debian's headless Chromium; installed once, as the tests need it.
+$(BROWSER):
+	@command -v apt-get >/dev/null || { echo "need Debian's chromium and chromium-driver"; exit 1; }
+	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); export DEBIAN_FRONTEND=noninteractive; \
+	$$SUDO apt-get install -y --no-install-recommends chromium chromium-driver \
+	  || { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium chromium-driver; }
+
+browser: $(BROWSER)
+
 demo: $(STAMP)
 	$(BIN)/seglab demo --out $(DEMO_OUT)
 
-test: $(STAMP)
+test: $(STAMP) $(BROWSER)
 	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -q
+
+serve: $(STAMP)
+	$(BIN)/seglab serve $(DEMO_OUT)/run/model $(DEMO_OUT)/run-cutout/model --data-dir $(DEMO_OUT)/service
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

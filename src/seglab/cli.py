@@ -259,9 +259,30 @@ def export() -> None:
 
 
 @app.command()
-def serve() -> None:
-    """Run the web service (issue: the web service)."""
-    _not_yet("serve", "the web service")
+@_friendly
+def serve(
+    models: Annotated[list[Path], typer.Argument(help="Model folders (defect and/or cut-out).")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    data_dir: Annotated[Path, typer.Option(help="Uploads, outputs and the SQLite file.")] = Path(
+        "seglab-data"),
+    db: Annotated[str | None, typer.Option(
+        help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: SQLite in --data-dir).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file of server limits.")] = None,
+    max_upload_mb: Annotated[float | None, typer.Option(help="Largest request body.")] = None,
+    max_concurrent: Annotated[int | None, typer.Option(help="Inferences at once.")] = None,
+) -> None:
+    """Run the web service: JSON API under /api/v1, pages for people at /."""
+    from seglab.recipes import load_server_spec
+    from seglab.server import serve as run_server
+
+    overrides = {k: v for k, v in {"max_upload_mb": max_upload_mb,
+                                   "max_concurrent": max_concurrent}.items() if v is not None}
+    spec = load_server_spec(config, overrides)
+    typer.echo(f"seglab serving {len(models)} model(s) on http://{host}:{port}/ "
+               f"(API docs at /docs, data in {data_dir})")
+    run_server(models, host=host, port=port, data_dir=data_dir, db_url=db, spec=spec)
 
 
 @app.command()
@@ -279,3 +300,7 @@ def demo(
 
 def run() -> None:  # pragma: no cover - console entry point helper
     sys.exit(app())
+
+
+if __name__ == "__main__":  # python -m seglab.cli
+    run()

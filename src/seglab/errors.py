@@ -14,9 +14,13 @@ class SeglabError(ValueError):
 class ImageReadError(SeglabError):
     """An image file could not be read: missing, empty, truncated, not an image, too big."""
 
-    def __init__(self, source: str, reason: str) -> None:
+    KINDS = ("missing", "empty", "not_image", "too_large", "corrupt")
+
+    def __init__(self, source: str, reason: str, kind: str = "corrupt") -> None:
         self.source = source
         self.reason = reason
+        self.kind = kind
+        """One of :attr:`KINDS`: lets the server answer 404/400/415/413/422 without parsing text."""
         super().__init__(f"cannot read image {source}: {reason}")
 
 

@@ -13,7 +13,7 @@ import io
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import IO, Literal
 
@@ -83,6 +83,7 @@ def read_image(
     name: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     background: tuple[int, int, int] = (255, 255, 255),
+    formats: Collection[str] | None = None,
 ) -> np.ndarray:
     """Read an image file (path, bytes or file object) into a ``uint8`` array.
 
@@ -91,21 +92,22 @@ def read_image(
     (often black garbage). ``mode="RGBA"`` gives ``(H, W, 4)`` with alpha kept
     (opaque images get alpha 255). ``mode="L"`` gives ``(H, W)``.
     EXIF orientation is applied. Any failure raises :class:`ImageReadError`
-    naming the file and the problem.
+    naming the file and the problem. ``formats`` (Pillow names such as ``"JPEG"``)
+    restricts what is accepted, checked on the content, never on the file name.
     """
     label = _describe(source, name)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
-            raise ImageReadError(label, "file not found")
+            raise ImageReadError(label, "file not found", "missing")
         if path.is_dir():
-            raise ImageReadError(label, "is a directory, not an image file")
+            raise ImageReadError(label, "is a directory, not an image file", "missing")
         if path.stat().st_size == 0:
-            raise ImageReadError(label, "file is empty (0 bytes)")
+            raise ImageReadError(label, "file is empty (0 bytes)", "empty")
         stream: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed in finally
     elif isinstance(source, bytes):
         if not source:
-            raise ImageReadError(label, "file is empty (0 bytes)")
+            raise ImageReadError(label, "file is empty (0 bytes)", "empty")
         stream = io.BytesIO(source)
     else:
         stream = source
@@ -113,12 +115,15 @@ def read_image(
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             try:
-                img = Image.open(stream)
+                img = Image.open(stream, formats=sorted(formats) if formats else None)
             except UnidentifiedImageError:
-                raise ImageReadError(label, "not a recognised image format") from None
+                accepted = f" (accepted: {', '.join(sorted(formats))})" if formats else ""
+                raise ImageReadError(label, f"not a recognised image format{accepted}",
+                                     "not_image") from None
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
                 raise ImageReadError(
-                    label, f"decompression-bomb guard: {exc} exceeds the pixel limit") from None
+                    label, f"decompression-bomb guard: {exc} exceeds the pixel limit",
+                    "too_large") from None
             except (OSError, SyntaxError, ValueError) as exc:
                 raise ImageReadError(label, f"corrupt or truncated image data ({exc})") from None
             width, height = img.size
@@ -127,6 +132,7 @@ def read_image(
                     label,
                     f"decompression-bomb guard: {width}x{height} = {width * height} pixels "
                     f"exceeds the pixel limit of {max_pixels}",
+                    "too_large",
                 )
             if width < 1 or height < 1:
                 raise ImageReadError(label, f"invalid size {width}x{height}")

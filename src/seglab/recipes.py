@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from seglab.errors import RecipeError
+
+M = TypeVar("M", bound=BaseModel)
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Size = tuple[Annotated[int, Field(ge=32, le=8192)], Annotated[int, Field(ge=32, le=8192)]]
@@ -186,6 +188,23 @@ class GateSpec(Strict):
         return self
 
 
+class ServerSpec(Strict):
+    """Limits of the web service (``seglab serve --config FILE`` or command-line flags)."""
+
+    max_upload_mb: Annotated[float, Field(gt=0, le=1024)] = 20.0
+    """Requests with a larger body are refused (413) before they are read."""
+    max_pixels: Annotated[int, Field(ge=1)] = 40_000_000
+    """Images with more pixels are refused (413): a decompression-bomb guard."""
+    max_files: Annotated[int, Field(ge=1, le=10_000)] = 32
+    """Files in one batch request."""
+    max_concurrent: Annotated[int, Field(ge=1, le=256)] = 2
+    """Inferences running at once; more requests wait in a queue."""
+    queue_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    """How long a request waits for a free inference slot before a 503."""
+    formats: list[str] = ["JPEG", "PNG", "WEBP", "BMP", "TIFF"]
+    """Accepted image types, recognised by content (Pillow format names)."""
+
+
 class Recipe(Strict):
     name: str
     task: Literal["defects", "cutout"]
@@ -233,22 +252,40 @@ def load_recipe(name_or_path: str | Path, overrides: dict | None = None) -> Reci
             raise RecipeError(
                 f"recipe {name_or_path!r} not found: not a file, and not one of the shipped "
                 f"recipes ({', '.join(sorted(known))})")
+    return _load(Recipe, path, overrides, "recipe")
+
+
+def load_server_spec(path: str | Path | None = None, overrides: dict | None = None
+                     ) -> ServerSpec:
+    """The service's limits: defaults, then a YAML file, then command-line overrides."""
+    if path is None:
+        return _validate(ServerSpec, _merge({}, overrides or {}), "server settings")
+    if not Path(path).exists():
+        raise RecipeError(f"server settings file {path} not found")
+    return _load(ServerSpec, Path(path), overrides, "server settings")
+
+
+def _load(cls: type[M], path: Path, overrides: dict | None, what: str) -> M:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise RecipeError(f"recipe {path} is not valid YAML: {exc}") from None
+        raise RecipeError(f"{what} {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise RecipeError(f"recipe {path} must be a YAML mapping, got {type(data).__name__}")
+        raise RecipeError(f"{what} {path} must be a YAML mapping, got {type(data).__name__}")
     if overrides:
         data = _merge(data, overrides)
+    return _validate(cls, data, f"{what} {path}")
+
+
+def _validate(cls: type[M], data: dict, label: str) -> M:
     try:
-        return Recipe.model_validate(data)
+        return cls.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
             for err in exc.errors()
         )
-        raise RecipeError(f"recipe {path} is invalid: {problems}") from None
+        raise RecipeError(f"{label} is invalid: {problems}") from None
 
 
 def _merge(base: dict, extra: dict) -> dict:

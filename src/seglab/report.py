@@ -32,6 +32,11 @@ def color_of(index: int) -> tuple[int, int, int]:
     return CLASS_COLORS[index % len(CLASS_COLORS)]
 
 
+def hex_colour(index: int) -> str:
+    """The class colour as CSS ``#rrggbb``, so pages and plots match the overlays."""
+    return "#" + "".join(f"{v:02x}" for v in color_of(index))
+
+
 def overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.45,
             contour: bool = True) -> np.ndarray:
     """Colour each class's mask over the image (fill plus outline), one colour per class."""
@@ -516,3 +521,39 @@ def cutout_card(config: Any, report: dict, folder_name: str = "model") -> str:
         "## Hardware and software", "",
         f"- Hardware: {hw.get('cpu', 'n/a')}, {hw.get('cpu_threads', 'n/a')} threads.",
         "- Software: " + ", ".join(f"{k} {v}" for k, v in sw.items()), ""])
+
+
+def chart_svg(kind: str, values: Sequence[float] | dict[str, int], *, title: str,
+              xlabel: str = "", value_range: tuple[float, float] = (0.0, 1.0),
+              bins: int = 20) -> bytes:
+    """A small SVG chart for web pages (``kind`` is ``"bars"`` or ``"hist"``).
+
+    Rendered on the server with matplotlib's object API (no pyplot state, so it is
+    safe in the service's worker threads) and needs nothing from the internet.
+    """
+    import io
+
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.2, 2.8))
+    ax = fig.add_subplot()
+    if kind == "bars":
+        assert isinstance(values, dict)
+        names = list(values)
+        ax.bar(names, [values[n] for n in names],
+               color=[hex_colour(i) for i in range(len(names))])
+        ax.set_ylabel("images")
+        if not names:
+            ax.text(0.5, 0.5, "nothing yet", ha="center", va="center", transform=ax.transAxes)
+    else:
+        data = np.asarray(list(values), dtype=float)
+        ax.hist(data, bins=bins, range=value_range, color="#3c78c8")
+        ax.set_ylabel("images")
+        if not data.size:
+            ax.text(0.5, 0.5, "nothing yet", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg")
+    return buf.getvalue()

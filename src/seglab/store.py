@@ -1,0 +1,223 @@
+"""Where the web service keeps what it processed: a SQL database plus a data folder.
+
+Every processed image becomes an :class:`Item` (its verdict and full result as
+JSON), every human decision a :class:`Review`. SQLAlchemy means the embedded
+SQLite file is the default and any other database (PostgreSQL, ...) is one URL
+away. Image files live under ``data_dir/items/<item id>/`` with names seglab
+chooses: an uploaded file name is stored as text, never used as a path.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+from seglab.io import write_image
+
+KINDS = ("defects", "cutout")
+FILE_KINDS = ("original", "overlay", "cutout", "shown", "mask")
+"""The only file names an item folder can hold (``<kind>.png``)."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    """One processed image: what the model said, and what a person decided."""
+
+    __tablename__ = "items"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    batch: Mapped[str] = mapped_column(String(32), index=True)
+    model: Mapped[str] = mapped_column(String(200))
+    filename: Mapped[str] = mapped_column(String(255))
+    """The uploaded name, for display only."""
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    verdict: Mapped[bool] = mapped_column(Boolean)
+    """Defect check: defective. Cut-out: accepted."""
+    score: Mapped[float] = mapped_column(Float)
+    """Defect check: defect score. Cut-out: confidence."""
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    reviews: Mapped[list[Review]] = relationship(back_populates="item",
+                                                 order_by="Review.created")
+
+    @property
+    def final(self) -> bool:
+        """The verdict a person confirmed or set; the model's when nobody reviewed it."""
+        return self.reviews[-1].verdict if self.reviews else self.verdict
+
+    def as_dict(self) -> dict[str, Any]:
+        last = self.reviews[-1] if self.reviews else None
+        return {"id": self.id, "kind": self.kind, "batch": self.batch, "model": self.model,
+                "filename": self.filename, "width": self.width, "height": self.height,
+                "verdict": self.verdict, "score": self.score,
+                "created": self.created.isoformat(), "result": self.result,
+                "review": last.as_dict() if last else None}
+
+
+class Review(Base):
+    """A person's decision on an item: confirm the model, or override it."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), index=True)
+    verdict: Mapped[bool] = mapped_column(Boolean)
+    agrees: Mapped[bool] = mapped_column(Boolean)
+    """True when the person confirmed the model's verdict."""
+    reviewer: Mapped[str] = mapped_column(String(100), default="")
+    note: Mapped[str] = mapped_column(String(1000), default="")
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    item: Mapped[Item] = relationship(back_populates="reviews")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "agrees": self.agrees, "reviewer": self.reviewer,
+                "note": self.note, "created": self.created.isoformat()}
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Store:
+    """The database and the data folder behind the service."""
+
+    def __init__(self, data_dir: str | Path, url: str | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.url = url or f"sqlite:///{(self.data_dir / 'seglab.db').resolve()}"
+        self.engine: Engine = create_engine(self.url, future=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        Base.metadata.create_all(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed as a whole, rolled back on any error."""
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def item_dir(self, item_id: str) -> Path:
+        if len(item_id) != 32 or not all(c in "0123456789abcdef" for c in item_id):
+            raise KeyError(item_id)
+        return self.data_dir / "items" / item_id
+
+    def file_path(self, item_id: str, kind: str) -> Path:
+        if kind not in FILE_KINDS:
+            raise KeyError(kind)
+        return self.item_dir(item_id) / f"{kind}.png"
+
+    def add(self, *, kind: str, batch: str, model: str, filename: str, image: np.ndarray,
+            verdict: bool, score: float, result: dict[str, Any],
+            files: dict[str, np.ndarray]) -> Item:
+        """Write the item's files (atomically), then its row: a row never points at nothing."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}")
+        item_id = new_id()
+        for name, array in {"original": image, **files}.items():
+            write_image(self.file_path(item_id, name), array)
+        item = Item(id=item_id, kind=kind, batch=batch, model=model, filename=filename[:255],
+                    width=int(image.shape[1]), height=int(image.shape[0]), verdict=verdict,
+                    score=float(score), result=json.loads(json.dumps(result)))
+        with self.session() as s:
+            s.add(item)
+        return self.get(item_id)
+
+    def get(self, item_id: str) -> Item:
+        with self.session() as s:
+            item = s.get(Item, item_id)
+            if item is None:
+                raise KeyError(item_id)
+            item.reviews  # noqa: B018 - load reviews while the session is open
+            return item
+
+    def items(self, *, kind: str | None = None, batch: str | None = None,
+              unreviewed: bool = False, limit: int = 200, offset: int = 0) -> list[Item]:
+        query = select(Item).order_by(Item.created.desc()).limit(limit).offset(offset)
+        if kind:
+            query = query.where(Item.kind == kind)
+        if batch:
+            query = query.where(Item.batch == batch)
+        if unreviewed:
+            query = query.where(~Item.reviews.any())
+        with self.session() as s:
+            rows = list(s.scalars(query))
+            for row in rows:
+                row.reviews  # noqa: B018
+            return rows
+
+    def review(self, item_id: str, verdict: bool, *, reviewer: str = "", note: str = ""
+               ) -> Item:
+        with self.session() as s:
+            item = s.get(Item, item_id)
+            if item is None:
+                raise KeyError(item_id)
+            s.add(Review(item_id=item_id, verdict=verdict, agrees=verdict == item.verdict,
+                         reviewer=reviewer[:100], note=note[:1000]))
+        return self.get(item_id)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts over everything processed, for the statistics page and ``/api/v1/stats``."""
+        with self.session() as s:
+            counts = {kind: s.scalar(select(func.count()).where(Item.kind == kind)) or 0
+                      for kind in KINDS}
+            positive = {kind: s.scalar(select(func.count()).where(
+                Item.kind == kind, Item.verdict.is_(True))) or 0 for kind in KINDS}
+            reviewed = s.scalar(select(func.count(func.distinct(Review.item_id)))) or 0
+            overridden = s.scalar(select(func.count()).where(Review.agrees.is_(False))) or 0
+            defect_rows = s.execute(select(Item.score, Item.result).where(
+                Item.kind == "defects")).all()
+            cut_rows = s.execute(select(Item.score, Item.result).where(
+                Item.kind == "cutout")).all()
+        per_class: dict[str, int] = {}
+        for _, result in defect_rows:
+            for name in result.get("classes_found", []):
+                per_class[name] = per_class.get(name, 0) + 1
+        return {
+            "items": counts, "defective": positive["defects"], "accepted": positive["cutout"],
+            "accepted_share": positive["cutout"] / counts["cutout"] if counts["cutout"] else None,
+            "reviewed": reviewed, "overridden": overridden, "defects_per_class": per_class,
+            "defect_scores": [float(score) for score, _ in defect_rows],
+            "confidences": [float(score) for score, _ in cut_rows],
+            "area_fractions": [float(r.get("area_fraction", 0.0)) for _, r in cut_rows],
+        }
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL keeps readers and the writer from blocking each other under concurrent requests;
+    # foreign keys are off by default in SQLite.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
