@@ -93,6 +93,16 @@ class SynthSpec(Strict):
     """A foreground needs at least this share of opaque and of transparent pixels."""
     max_side: Annotated[int, Field(ge=64, le=8192)] = 1024
     """Foregrounds are cropped to their alpha box and shrunk to this size when loaded."""
+    foregrounds: str = "foregrounds"
+    """``format: synthetic``: folder of RGBA cut-outs, relative to ``--data``."""
+    rooms: str = "rooms"
+    """``format: synthetic``: room photos relative to ``--data`` (skipped if absent)."""
+    hands: str = "hands"
+    """``format: synthetic``: photos of hands relative to ``--data`` (skipped if absent)."""
+    samples_per_epoch: Annotated[int, Field(ge=1)] = 2000
+    """``format: synthetic``: fresh composites drawn per training epoch."""
+    val_samples: Annotated[int, Field(ge=1)] = 200
+    """``format: synthetic``: fixed validation composites, made from held-back cut-outs."""
 
 
 class DataSpec(Strict):

@@ -375,13 +375,14 @@ def _review_page(rows: list[dict], cell: int) -> np.ndarray:
                     (0, 0, 0), 1, cv2.LINE_AA)
     for r, row in enumerate(rows):
         top = head + r * (cell + text_h + pad)
+        colour = GREEN if row["accepted"] else RED
         for i, panel in enumerate(row["panels"]):
             ph, pw = panel.shape[:2]
             left = pad + i * (cell + pad) + (cell - pw) // 2
-            page[top + (cell - ph) // 2: top + (cell - ph) // 2 + ph, left:left + pw] = panel
-        colour = GREEN if row["accepted"] else RED
-        x0 = pad + 4 * (cell + pad) - 4
-        cv2.rectangle(page, (x0, top - 4), (x0 + cell + 7, top + cell + 3), colour, 4)
+            y0 = top + (cell - ph) // 2
+            page[y0:y0 + ph, left:left + pw] = panel
+            if i == 4:  # the frame hugs what a person sees, whatever its aspect ratio
+                cv2.rectangle(page, (left - 3, y0 - 3), (left + pw + 2, y0 + ph + 2), colour, 3)
         verdict = "ACCEPTED" if row["accepted"] else "REJECTED: " + row["reason"]
         line = f"{row['name']}  conf {row['confidence']:.3f}  area {row['area_fraction']:.1%}"
         cv2.putText(page, line, (pad, top + cell + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.42,

@@ -26,7 +26,13 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from seglab import modelfolder
-from seglab.datasets import SegmentationDataset, open_dataset, sample_weights, stratified_split
+from seglab.datasets import (
+    SegmentationDataset,
+    open_dataset,
+    sample_weights,
+    stratified_split,
+    synthetic_split,
+)
 from seglab.io import write_text_atomic
 from seglab.metrics import dice_pairs
 from seglab.models import build, count_parameters
@@ -65,6 +71,12 @@ class Segmenter(L.LightningModule):
     def on_fit_start(self) -> None:
         if self.recipe.train.channels_last:
             self.net.to(memory_format=torch.channels_last)
+
+    def on_train_epoch_start(self) -> None:
+        # On-the-fly synthetic data draws new composites every epoch.
+        dataset = getattr(self.trainer.train_dataloader, "dataset", None)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(self.current_epoch)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.recipe.train.channels_last:
@@ -171,6 +183,9 @@ class Split:
 
 def split_dataset(recipe: Recipe, data: str | os.PathLike[str]) -> Split:
     """The recipe's dataset over ``data``, split by class set with the recipe's seed."""
+    if recipe.data.format == "synthetic":
+        train_set, val_set = synthetic_split(recipe.data, data)
+        return Split(train_set, val_set, [it.id for it in val_set.items])
     full = open_dataset(recipe, data)
     train_idx, val_idx = stratified_split([it.classes for it in full.items],
                                           recipe.data.val_fraction, recipe.data.seed)
