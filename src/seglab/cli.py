@@ -253,9 +253,36 @@ def gate_report_cmd(
 
 
 @app.command()
-def export() -> None:
-    """Export a model to ONNX / OpenVINO (issue: fast CPU inference)."""
-    _not_yet("export", "fast CPU inference backends")
+@_friendly
+def export(
+    model: Annotated[Path, typer.Argument(help="Model folder.")],
+    samples: Annotated[list[Path] | None, typer.Option(
+        help="Images to check agreement and calibrate int8 on (files, folders, globs).")] = None,
+    format_: Annotated[list[str] | None, typer.Option(
+        "--format", help="onnx, openvino, torch-bf16, onnx-int8 (default: all).")] = None,
+    size: Annotated[tuple[int, int] | None, typer.Option(
+        help="Input height and width, for models trained at full size.")] = None,
+    count: Annotated[int, typer.Option(help="Sample images used at most.", min=1)] = 8,
+) -> None:
+    """Export to ONNX (and OpenVINO, int8), check each against PyTorch, record the fastest."""
+    from seglab.backends import NAMES, sample_inputs
+    from seglab.backends import export as run_export
+
+    formats = format_ or ["onnx", "openvino", "torch-bf16", "onnx-int8"]
+    unknown = [f for f in formats if f not in NAMES or f == "torch"]
+    if unknown:
+        raise SeglabError(f"unknown export format(s) {', '.join(unknown)}; choose from "
+                          "onnx, openvino, torch-bf16, onnx-int8")
+    batch = sample_inputs(model, samples or [], count=count, size=size)
+    record = run_export(model, samples=batch, formats=formats)
+    for name, r in record["backends"].items():
+        verdict = "ok" if r.get("passed") else "REFUSED"
+        detail = (f"mask Dice {r['mask_dice']:.4f}, {r['ms_per_image']:.1f} ms/image"
+                  if "ms_per_image" in r else r.get("error", ""))
+        typer.echo(f"{name:11s} {verdict:8s} {detail}")
+    from seglab.backends import choose
+
+    typer.echo(f"backend=auto will use: {choose(model)}; results in {model}/backends.json")
 
 
 @app.command()

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from seglab import modelfolder
+from seglab.backends import Backend, TorchBackend
 from seglab.io import read_image
 from seglab.models import SegmentationNet
 from seglab.postprocess import binarize
@@ -51,10 +52,12 @@ class Predictor:
     """A model with its pre- and post-processing, ready to run on images."""
 
     def __init__(self, net: SegmentationNet, config: modelfolder.ModelConfig,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", backend: Backend | None = None) -> None:
         self.net = net.to(device).eval()
         self.config = config
         self.device = torch.device(device)
+        self.backend: Backend = backend or TorchBackend(self.net, device=self.device)
+        """Runs the network: PyTorch fp32 unless an exported, checked backend was chosen."""
         self.tta = False
         """Average over horizontal and vertical flips (slower, usually a little better)."""
         norm = config.normalization
@@ -67,28 +70,21 @@ class Predictor:
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """Resize to the model's input size (if it has one) and normalise to ``(3, h, w)``."""
-        if self.config.input_size is not None:
-            height, width = self.config.input_size
-            if image.shape[:2] != (height, width):
-                # INTER_AREA, exactly as the training transforms resize (datasets.py).
-                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-        x = (image.astype(np.float32) - self._mean) / self._std
-        return np.ascontiguousarray(x.transpose(2, 0, 1))
+        return preprocess(image, self.config.input_size, self._mean, self._std)
 
-    @torch.inference_mode()
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Run the network on a preprocessed ``(N, 3, h, w)`` batch; returns probabilities."""
-        x = torch.from_numpy(batch).to(self.device)
-        views = [(), (-1,), (-2,)] if self.tta else [()]
+        """Run the backend on a preprocessed ``(N, 3, h, w)`` batch; returns probabilities."""
+        views = [(), (3,), (2,)] if self.tta else [()]
         probs = cls = None
-        for dims in views:
-            logits, cls_logits = self.net(x.flip(dims) if dims else x)
-            p = torch.sigmoid(logits.float())
-            p = p.flip(dims) if dims else p
-            c = torch.sigmoid(cls_logits.float())
+        for axes in views:
+            x = np.ascontiguousarray(np.flip(batch, axes)) if axes else batch
+            logits, cls_logits = self.backend(x)
+            p = _sigmoid(np.flip(logits, axes) if axes else logits)
+            c = _sigmoid(cls_logits)
             probs = p if probs is None else probs + p
             cls = c if cls is None else cls + c
-        return ((probs / len(views)).cpu().numpy(), (cls / len(views)).cpu().numpy())
+        assert probs is not None and cls is not None
+        return probs / len(views), cls / len(views)
 
     def probabilities(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Pixel and image-level probabilities for each image, at its own resolution."""
@@ -122,6 +118,16 @@ class Predictor:
         return out
 
 
+def preprocess(image: np.ndarray, size: Sequence[int] | None, mean: np.ndarray,
+               std: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` uint8 -> normalised ``(3, h, w)`` float32 at ``size`` (if given)."""
+    if size is not None and image.shape[:2] != tuple(size):
+        # INTER_AREA, exactly as the training transforms resize (datasets.py).
+        image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    x = (image.astype(np.float32) - mean) / std
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
 def _resize_probs(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if probs.shape[1:] == tuple(shape):
         return probs
@@ -134,10 +140,24 @@ def _resize_probs(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(resized.transpose(2, 0, 1))
 
 
-def load_model(path: str | os.PathLike[str], device: str = "cpu") -> Predictor:
-    """Load a saved model folder into a ready :class:`Predictor`: one line, no custom objects."""
-    net, config = modelfolder.load_net(Path(path))
-    return Predictor(net, config, device=device)
+def load_model(path: str | os.PathLike[str], device: str = "cpu", backend: str = "torch"
+               ) -> Predictor:
+    """Load a saved model folder into a ready :class:`Predictor`: one line, no custom objects.
+
+    ``backend`` names one of :data:`seglab.backends.NAMES`, or ``"auto"`` for the
+    fastest one that passed ``seglab export``'s agreement check.
+    """
+    from seglab import backends
+
+    folder = Path(path)
+    net, config = modelfolder.load_net(folder)
+    name = backends.choose(folder, backend) if device == "cpu" else backend
+    runner = backends.open_backend(name if name != "auto" else "torch", net, folder, device)
+    return Predictor(net, config, device=device, backend=runner)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.clip(x, -80, 80).astype(np.float32)))).astype(np.float32)
 
 
 def predict_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
