@@ -35,6 +35,9 @@ test: $(STAMP) $(BROWSER)
 serve: $(STAMP)
 	$(BIN)/seglab serve $(DEMO_OUT)/run/model $(DEMO_OUT)/run-cutout/model --data-dir $(DEMO_OUT)/service
 
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 

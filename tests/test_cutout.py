@@ -127,6 +127,33 @@ def test_cutout_files_writes_everything_and_skips_bad_files(tmp_path):
     assert (tmp_path / "out" / "gate_report.png").exists()
 
 
+def test_cutout_files_streams_with_decode_workers_and_resumes(tmp_path):
+    base = _tiny_cutout_model(tmp_path)
+    probs = np.full((48, 64), 0.001, np.float32)
+    probs[10:30, 10:40] = 0.999
+    (tmp_path / "in").mkdir()
+    for i in range(7):
+        Image.fromarray(np.full((48, 64, 3), 30 * i, np.uint8)).save(tmp_path / "in" / f"{i}.png")
+    planted = _Planted(base, probs)
+    first = cutout_files(planted, [tmp_path / "in"], tmp_path / "out", batch_size=2,
+                         workers=2, progress=False)
+    log = tmp_path / "out" / "results.jsonl"
+    lines = log.read_text().splitlines()
+    assert first["images"] == 7 and len(lines) == 7
+    # A kill after four images, in the middle of writing the fifth line:
+    log.write_text("\n".join(lines[:4]) + "\n" + lines[4][:10])
+    (tmp_path / "out" / "shown" / "6.png").unlink()
+    calls = []
+    original = planted.probabilities
+    planted.probabilities = lambda images: calls.append(len(images)) or original(images)
+    again = cutout_files(planted, [tmp_path / "in"], tmp_path / "out", batch_size=2,
+                         resume=True, progress=False)
+    assert sum(calls) == 3  # only the images not recorded as done
+    assert again["images"] == 7 and (tmp_path / "out" / "shown" / "6.png").exists()
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    assert sorted(r["image"] for r in rows) == [f"{i}.png" for i in range(7)]
+
+
 def test_gate_report_on_labelled_photos(shared_data, tmp_path):
     predictor = _tiny_cutout_model(tmp_path)
     data = CutoutDataset(shared_data / "ecssd").subset(range(6))

@@ -117,7 +117,9 @@ def test_predict_cli_writes_consistent_outputs(trained, tmp_path):
     labels = rle.read_csv(tmp_path / "out" / "submission.csv", shape=(64, 400))
     assert labels.images == [p.name for p in images]
     names = ["defect_1", "defect_2", "defect_3", "defect_4"]
-    for row in summary["results"]:
+    rows = [json.loads(line) for line in (tmp_path / "out" / "summary.jsonl").open()]
+    assert [r["image"] for r in rows] == [p.name for p in images]
+    for row in rows:
         for c, name in enumerate(names):
             png = tmp_path / "out" / "masks" / f"{row['image'][:-4]}_{name}.png"
             area = row["area"][name]
@@ -172,7 +174,8 @@ def test_predict_real_severstal_strips_round_trip(trained, shared_data, tmp_path
     assert header == ("ImageId,ClassId,EncodedPixels" if layout == "split"
                       else "ImageId_ClassId,EncodedPixels")
     found = 0
-    for row in summary["results"]:
+    for line in (tmp_path / "summary.jsonl").open():
+        row = json.loads(line)
         for c, name in enumerate(predictor.class_names):
             png = tmp_path / "masks" / f"{row['image'][:-4]}_{name}.png"
             if row["area"][name]:

@@ -165,15 +165,22 @@ def predict(
                                         "(ImageId_ClassId,EncodedPixels).")] = "split",
     batch_size: Annotated[int, typer.Option(min=1)] = 8,
     tta: Annotated[bool, typer.Option(help="Flip test-time augmentation.")] = False,
+    backend: Annotated[str, typer.Option(
+        help="torch, torch-bf16, onnx, onnx-int8, openvino, or auto (fastest that passed "
+             "seglab export's check).")] = "auto",
+    workers: Annotated[int, typer.Option(help="Processes decoding images.", min=0)] = 2,
+    resume: Annotated[bool, typer.Option(help="Skip images already in OUT/summary.jsonl.")
+                      ] = False,
 ) -> None:
     """Predict defects: submission CSV, per-class masks, overlays and a per-image summary."""
     from seglab.predict import load_model, predict_files
 
     if layout not in ("split", "combined"):
         raise SeglabError(f"--layout must be 'split' or 'combined', not {layout!r}")
-    predictor = load_model(model)
+    predictor = load_model(model, backend=backend)
     predictor.tta = tta
-    summary = predict_files(predictor, images, out, layout=layout, batch_size=batch_size)
+    summary = predict_files(predictor, images, out, layout=layout, batch_size=batch_size,
+                            workers=workers, resume=resume)
     typer.echo(f"{summary['images']} images, {summary['defective']} defective, "
                f"{len(summary['errors'])} skipped; results in {out}")
     if summary["errors"] and not summary["images"]:
@@ -223,14 +230,19 @@ def cutout(
     mask_only: Annotated[bool, typer.Option(help="Write only the masks.")] = False,
     review: Annotated[bool, typer.Option(help="Write the review sheet and gate report.")]
     = True,
+    backend: Annotated[str, typer.Option(help="Inference backend, or auto.")] = "auto",
+    workers: Annotated[int, typer.Option(help="Processes decoding images.", min=0)] = 2,
+    resume: Annotated[bool, typer.Option(help="Skip images already in OUT/results.jsonl.")
+                      ] = False,
 ) -> None:
     """Cut products out of photos; show a cut-out only when the confidence gate accepts it."""
     from seglab.cutout import cutout_files, parse_colour
     from seglab.predict import load_model
 
-    predictor = load_model(model)
+    predictor = load_model(model, backend=backend)
     summary = cutout_files(predictor, images, out, background=parse_colour(bg_color),
-                           soft_edges=soft_edges, mask_only=mask_only, review=review)
+                           soft_edges=soft_edges, mask_only=mask_only, review=review,
+                           workers=workers, resume=resume)
     typer.echo(f"{summary['accepted']} of {summary['images']} accepted, "
                f"{len(summary['errors'])} skipped; results in {out}")
 

@@ -8,7 +8,6 @@ a results table, the review sheet and the gate report.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 from collections.abc import Sequence
@@ -102,55 +101,76 @@ def parse_colour(text: str | None) -> tuple[int, int, int] | None:
 def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
                  out: str | os.PathLike[str], *, background: tuple[int, int, int] | None = None,
                  soft_edges: bool = False, mask_only: bool = False, batch_size: int = 4,
-                 review: bool = True, progress: bool = True) -> dict:
-    """Cut out every image; write ``shown/``, ``cutouts/``, ``masks/``, ``results.csv/json``.
+                 review: bool = True, progress: bool = True, workers: int = 0,
+                 resume: bool = False, review_limit: int = 400) -> dict:
+    """Cut out every image; write ``shown/``, ``cutouts/``, ``masks/``, ``results.*``.
 
     ``shown/<name>.png`` is what a person sees (the cut-out if accepted, else the
-    original). Unreadable files are reported in ``errors`` and skipped.
+    original). Streams like :func:`seglab.predict.predict_files`: one line per
+    image in ``results.jsonl`` as it is done (``resume=True`` skips those), then
+    ``results.csv`` and ``results.json``. The review sheet shows the first
+    ``review_limit`` images of this run (its thumbnails are kept in memory).
+    Unreadable files are reported in ``errors`` and skipped.
     """
     from tqdm import tqdm
 
-    from seglab.errors import ImageReadError
-    from seglab.io import list_images, read_image, write_image, write_text_atomic
+    from seglab.io import (
+        JsonLines,
+        atomic_write,
+        batched,
+        iter_images,
+        list_images,
+        write_image,
+        write_text_atomic,
+    )
 
     out = Path(out)
-    paths = list_images(*inputs)
-    rows, errors, kept = [], [], []
+    log = JsonLines(out / "results.jsonl", resume=resume)
+    done = {row["path"] for row in log.rows()}
+    paths = [p for p in list_images(*inputs) if str(p) not in done]
+    errors, kept = [], []
     bar = tqdm(total=len(paths), desc="cutout", unit="img", disable=not progress)
-    for start in range(0, len(paths), batch_size):
-        chunk, images = [], []
-        for path in paths[start:start + batch_size]:
-            try:
-                images.append(read_image(path))
-                chunk.append(path)
-            except ImageReadError as exc:
-                errors.append({"image": str(path), "error": str(exc)})
-                bar.write(f"skipped: {exc}")
-        for path, cut in zip(chunk, remove_batch(predictor, images), strict=True):
-            stem = path.stem
-            write_image(out / "masks" / f"{stem}.png", cut.mask * 255)
-            if not mask_only:
-                cut_img = cut.rgba(soft_edges) if background is None else cut.on_colour(
-                    background, soft_edges)
-                write_image(out / "cutouts" / f"{stem}.png", cut_img)
-                write_image(out / "shown" / f"{stem}.png", cut.shown(background, soft_edges))
-            rows.append({"image": path.name, "path": str(path), **cut.decision.as_dict()})
-            if review:
-                from seglab.report import review_row
+    try:
+        for chunk in batched(iter_images(paths, workers=workers, prefetch=4 * batch_size),
+                             batch_size):
+            good = [(p, img) for p, img, _ in chunk if img is not None]
+            for p, _, err in chunk:
+                if err is not None:
+                    errors.append({"image": str(p), "error": err})
+                    bar.write(f"skipped: {err}")
+            cuts = remove_batch(predictor, [img for _, img in good]) if good else []
+            rows = []
+            for (path, _), cut in zip(good, cuts, strict=True):
+                stem = path.stem
+                write_image(out / "masks" / f"{stem}.png", cut.mask * 255)
+                if not mask_only:
+                    cut_img = cut.rgba(soft_edges) if background is None else cut.on_colour(
+                        background, soft_edges)
+                    write_image(out / "cutouts" / f"{stem}.png", cut_img)
+                    write_image(out / "shown" / f"{stem}.png",
+                                cut.shown(background, soft_edges))
+                rows.append({"image": path.name, "path": str(path),
+                             **cut.decision.as_dict()})
+                if review and len(kept) < review_limit:
+                    from seglab.report import review_row
 
-                kept.append(review_row(path.name, cut))
-        bar.update(len(paths[start:start + batch_size]))
-    bar.close()
+                    kept.append(review_row(path.name, cut))
+            log.append(rows)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        log.close()
+    rows = list(log.rows())  # a few numbers per image: small even for 100,000 images
     summary = {"model": predictor.config.recipe, "images": len(rows),
-               "accepted": sum(r["accepted"] for r in rows), "errors": errors, "results": rows,
+               "accepted": sum(r["accepted"] for r in rows), "errors": errors,
+               "results": "results.jsonl",
                "gate": (predictor.config.gate or GateSpec()).model_dump()}
     write_text_atomic(out / "results.json", json.dumps(summary, indent=2) + "\n")
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, ["image", "accepted", "confidence", "area_fraction", "reason"],
-                            extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(out / "results.csv", buf.getvalue())
+    with atomic_write(out / "results.csv", "w") as f:
+        writer = csv.DictWriter(f, ["image", "accepted", "confidence", "area_fraction",
+                                    "reason"], extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
     if review and kept:
         from seglab.report import gate_histograms, review_sheet
 

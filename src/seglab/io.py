@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import tempfile
 import warnings
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, TypeVar
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -31,6 +32,7 @@ DEFAULT_MAX_PIXELS = 64_000_000
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 Source = str | os.PathLike[str] | bytes | IO[bytes]
+T = TypeVar("T")
 ColorMode = Literal["RGB", "RGBA", "L"]
 
 
@@ -178,6 +180,96 @@ def list_images(*inputs: str | os.PathLike[str]) -> list[Path]:
             found.append(path)  # missing files are reported by read_image, not dropped here
     unique: dict[Path, None] = dict.fromkeys(found)
     return list(unique)
+
+
+def _read_for_batch(path: Path) -> tuple[Path, np.ndarray | None, str | None]:
+    try:
+        return path, read_image(path), None
+    except ImageReadError as exc:
+        return path, None, str(exc)
+
+
+def iter_images(paths: Iterable[Path], workers: int = 0, prefetch: int = 16
+                ) -> Iterator[tuple[Path, np.ndarray | None, str | None]]:
+    """Decode images in order, ``(path, image, None)`` or ``(path, None, error)`` each.
+
+    With ``workers > 0`` decoding runs in that many processes, at most
+    ``prefetch`` images ahead of the consumer, so memory stays bounded however
+    long the list is and decoding overlaps the model. A bad file is an error
+    entry, never an exception: the batch goes on.
+    """
+    if workers <= 0:
+        for path in paths:
+            yield _read_for_batch(Path(path))
+        return
+    import collections
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending: collections.deque = collections.deque()
+        for path in paths:
+            pending.append(pool.submit(_read_for_batch, Path(path)))
+            if len(pending) >= max(1, prefetch):
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items (the last may be shorter)."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class JsonLines:
+    """Append-only per-item results, one JSON object per line, for resumable batch jobs.
+
+    Each batch is flushed and fsynced; a line cut short by a kill is ignored on
+    reading, so ``done()`` lists exactly the items whose outputs were all written
+    (outputs are written before their line).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], resume: bool = True) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            self.path.unlink(missing_ok=True)
+        elif self.path.exists():
+            self._drop_torn_tail()
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def _drop_torn_tail(self) -> None:
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            keep = data[:data.rfind(b"\n") + 1]
+            with atomic_write(self.path) as f:
+                f.write(keep)
+
+    def rows(self) -> Iterator[dict]:
+        if not self.path.exists():
+            return
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                if line.endswith("\n"):
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+
+    def append(self, rows: Iterable[dict]) -> None:
+        for row in rows:
+            self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
 
 
 @contextlib.contextmanager

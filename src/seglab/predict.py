@@ -163,82 +163,102 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 def predict_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
                   out: str | os.PathLike[str], *, layout: str = "split", batch_size: int = 8,
                   write_masks: bool = True, write_overlays: bool = True,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, workers: int = 0, resume: bool = False) -> dict:
     """Predict files, folders or globs and write every output at the original resolution.
 
-    Writes ``submission.csv`` (Severstal layout ``split`` or ``combined``),
-    ``masks/<image>_<class>.png``, ``overlays/<image>.png`` and a per-image
-    ``summary.json`` / ``summary.csv``. A file that cannot be read is reported
-    in ``errors`` and skipped; the rest of the batch goes on.
+    Streams: images are decoded (in ``workers`` processes when > 0) while the model
+    runs, and each batch's outputs are written before the next is read, so memory
+    stays bounded for any number of images. Writes ``masks/<image>_<class>.png``,
+    ``overlays/<image>.png``, one line per image in ``summary.jsonl``, then
+    ``submission.csv`` (Severstal layout ``split`` or ``combined``), ``summary.csv``
+    and ``summary.json`` (counts and errors). A file that cannot be read is reported
+    in ``errors`` and skipped. ``resume=True`` skips images already in
+    ``summary.jsonl`` (after a kill, say).
     """
     import csv
-    import io as _io
     import json
 
     from tqdm import tqdm
 
     from seglab import rle
-    from seglab.errors import ImageReadError
-    from seglab.io import list_images, write_image, write_text_atomic
+    from seglab.io import (
+        JsonLines,
+        atomic_write,
+        batched,
+        iter_images,
+        list_images,
+        write_image,
+        write_text_atomic,
+    )
     from seglab.report import overlay
 
     out = Path(out)
-    paths = list_images(*inputs)
     names = predictor.class_names
-    rows: list[dict] = []
+    log = JsonLines(out / "summary.jsonl", resume=resume)
+    done = {row["path"] for row in log.rows()}
+    paths = [p for p in list_images(*inputs) if str(p) not in done]
     errors: list[dict] = []
-    rles: dict[str, dict[int, str]] = {}
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress)
-    for start in range(0, len(paths), batch_size):
-        chunk, images = [], []
-        for path in paths[start:start + batch_size]:
-            try:
-                images.append(read_image(path))
-                chunk.append(path)
-            except ImageReadError as exc:
-                errors.append({"image": str(path), "error": str(exc)})
-                bar.write(f"skipped: {exc}")
-        for path, image, pred in zip(chunk, images, predictor.predict_batch(images),
-                                     strict=True):
-            image_id = path.name
-            rles[image_id] = {}
-            for c, mask in enumerate(pred.masks):
-                if mask.any():
-                    rles[image_id][c + 1] = rle.encode(mask)
-                    if write_masks:
-                        write_image(out / "masks" / f"{path.stem}_{names[c]}.png", mask * 255)
-            if write_overlays:
-                write_image(out / "overlays" / f"{path.stem}.png", overlay(image, pred.masks))
-            row = {
-                "image": image_id, "path": str(path), "width": image.shape[1],
-                "height": image.shape[0], "defective": bool(pred.classes_found),
-                "defect_score": round(pred.defect_score, 4),
-                "classes_found": pred.classes_found,
-                "area": pred.areas,
-                "class_probability": {n: round(float(p), 4)
-                                      for n, p in zip(names, pred.class_probs, strict=True)},
-                "max_pixel_probability": {n: round(float(p.max()), 4)
-                                          for n, p in zip(names, pred.probs, strict=True)},
-            }
-            rows.append(row)
-            if progress:
-                bar.write(f"{image_id}: is defect: [{row['defect_score']:.2f}] "
-                          f"{'defective' if row['defective'] else 'normal'} "
-                          f"{', '.join(row['classes_found'])}")
-        bar.update(len(paths[start:start + batch_size]))
-    bar.close()
-    rle.write_csv(out / "submission.csv", rles, layout=layout,  # type: ignore[arg-type]
-                  num_classes=len(names), images=[r["image"] for r in rows])
-    summary = {"model": predictor.config.recipe, "images": len(rows), "errors": errors,
-               "defective": sum(r["defective"] for r in rows), "results": rows}
+    try:
+        for chunk in batched(iter_images(paths, workers=workers, prefetch=4 * batch_size),
+                             batch_size):
+            good = [(p, img) for p, img, _ in chunk if img is not None]
+            for p, _, err in chunk:
+                if err is not None:
+                    errors.append({"image": str(p), "error": err})
+                    bar.write(f"skipped: {err}")
+            preds = predictor.predict_batch([img for _, img in good]) if good else []
+            rows = []
+            for (path, image), pred in zip(good, preds, strict=True):
+                codes = {}
+                for c, mask in enumerate(pred.masks):
+                    if mask.any():
+                        codes[str(c + 1)] = rle.encode(mask)
+                        if write_masks:
+                            write_image(out / "masks" / f"{path.stem}_{names[c]}.png",
+                                        mask * 255)
+                if write_overlays:
+                    write_image(out / "overlays" / f"{path.stem}.png",
+                                overlay(image, pred.masks))
+                row = {
+                    "image": path.name, "path": str(path), "width": image.shape[1],
+                    "height": image.shape[0], "defective": bool(pred.classes_found),
+                    "defect_score": round(pred.defect_score, 4),
+                    "classes_found": pred.classes_found, "area": pred.areas,
+                    "class_probability": {n: round(float(p), 4)
+                                          for n, p in zip(names, pred.class_probs, strict=True)},
+                    "max_pixel_probability": {n: round(float(p.max()), 4)
+                                              for n, p in zip(names, pred.probs, strict=True)},
+                    "rle": codes,
+                }
+                rows.append(row)
+                if progress:
+                    bar.write(f"{row['image']}: is defect: [{row['defect_score']:.2f}] "
+                              f"{'defective' if row['defective'] else 'normal'} "
+                              f"{', '.join(row['classes_found'])}")
+            log.append(rows)  # after the row's files: a listed image is complete
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        log.close()
+    images = defective = 0
+    with atomic_write(out / "submission.csv", "w") as sub, \
+            atomic_write(out / "summary.csv", "w") as table:
+        rle.write_header(sub, layout)  # type: ignore[arg-type]
+        writer = csv.writer(table, lineterminator="\n")
+        writer.writerow(["image", "defective", "defect_score", "classes_found",
+                         *[f"area_{n}" for n in names], *[f"prob_{n}" for n in names]])
+        for r in log.rows():
+            images += 1
+            defective += r["defective"]
+            rle.write_rows(sub, r["image"], {int(k): v for k, v in r["rle"].items()},
+                           layout=layout, num_classes=len(names))  # type: ignore[arg-type]
+            writer.writerow([r["image"], int(r["defective"]), r["defect_score"],
+                             " ".join(r["classes_found"]), *[r["area"][n] for n in names],
+                             *[r["class_probability"][n] for n in names]])
+    summary = {"model": predictor.config.recipe, "images": images, "errors": errors,
+               "defective": defective, "results": "summary.jsonl"}
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    buf = _io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["image", "defective", "defect_score", "classes_found",
-                     *[f"area_{n}" for n in names], *[f"prob_{n}" for n in names]])
-    for r in rows:
-        writer.writerow([r["image"], int(r["defective"]), r["defect_score"],
-                         " ".join(r["classes_found"]), *[r["area"][n] for n in names],
-                         *[r["class_probability"][n] for n in names]])
-    write_text_atomic(out / "summary.csv", buf.getvalue())
     return summary
+
+

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 import numpy as np
 
@@ -205,26 +205,37 @@ def read_csv(source: str | os.PathLike[str] | io.TextIOBase, num_classes: int = 
     return labels
 
 
+def write_header(out: IO[str], layout: Layout = "split") -> None:
+    """The header row of ``layout``; then :func:`write_rows` per image (for streaming)."""
+    if layout == "combined":
+        out.write("ImageId_ClassId,EncodedPixels\n")
+    elif layout == "split":
+        out.write("ImageId,ClassId,EncodedPixels\n")
+    else:
+        raise ValueError(f"unknown CSV layout {layout!r}; use 'combined' or 'split'")
+
+
+def write_rows(out: IO[str], image_id: str, rles: Mapping[int, str], layout: Layout = "split",
+               num_classes: int = 4) -> None:
+    """One image's rows: every class in ``combined``, only non-empty masks in ``split``."""
+    writer = csv.writer(out, lineterminator="\n")
+    if layout == "combined":
+        for class_id in range(1, num_classes + 1):
+            writer.writerow([f"{image_id}_{class_id}", rles.get(class_id, "")])
+    else:
+        for class_id, rle in sorted(rles.items()):
+            if rle:
+                writer.writerow([image_id, class_id, rle])
+
+
 def format_csv(rles: Mapping[str, Mapping[int, str]], layout: Layout = "split",
                num_classes: int = 4, images: Iterable[str] | None = None) -> str:
     """Render masks as CSV text in ``layout``; ``images`` lists defect-free images too."""
     ids = list(dict.fromkeys([*(images or []), *rles]))
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    if layout == "combined":
-        writer.writerow(["ImageId_ClassId", "EncodedPixels"])
-        for image_id in ids:
-            for class_id in range(1, num_classes + 1):
-                value = rles.get(image_id, {}).get(class_id, "")
-                writer.writerow([f"{image_id}_{class_id}", value])
-    elif layout == "split":
-        writer.writerow(["ImageId", "ClassId", "EncodedPixels"])
-        for image_id in ids:
-            for class_id, rle in sorted(rles.get(image_id, {}).items()):
-                if rle:
-                    writer.writerow([image_id, class_id, rle])
-    else:
-        raise ValueError(f"unknown CSV layout {layout!r}; use 'combined' or 'split'")
+    write_header(buf, layout)
+    for image_id in ids:
+        write_rows(buf, image_id, rles.get(image_id, {}), layout, num_classes)
     return buf.getvalue()
 
 

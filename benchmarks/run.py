@@ -1,0 +1,417 @@
+"""seglab's benchmark suite: each figure beside a baseline measured in the same run.
+
+    python benchmarks/run.py            # everything, writes benchmarks/RESULTS.md
+    python benchmarks/run.py rle synth  # some of: unet, cutout, rle, synth, train
+
+Weights are never downloaded: the U-Nets are built with ``encoder_weights=None``.
+Throughput does not depend on weight values, but mask agreement does (a random
+U-Net's probabilities all sit near 0.5, where any rounding flips pixels), so the
+ResNet50 U-Net is first fitted for a few steps to a simple target on real strips
+(bright pixels), which makes its masks confident and non-trivial as a trained
+model's are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+rows: list[dict] = []
+
+
+def timed(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
+    """Median seconds of ``fn`` after warm-up."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def report(bench: str, case: str, unit: str, baseline: float, value: float, extra: str = ""
+           ) -> None:
+    row = {"bench": bench, "case": case, "unit": unit, "baseline": baseline, "seglab": value,
+           "ratio": value / baseline if baseline else float("nan"), "extra": extra}
+    rows.append(row)
+    print(f"{bench:8s} {case:44s} baseline {baseline:10.2f} {unit:9s} seglab {value:10.2f} "
+          f"ratio {row['ratio']:6.2f}x {extra}", flush=True)
+
+
+def strips(count: int) -> list[np.ndarray]:
+    """Real Severstal strips when ../shared is there, else generated demo strips."""
+    from seglab.io import read_image
+
+    files = sorted((SHARED / "severstal-samples").glob("*.jpg"))[:count]
+    if files:
+        return [read_image(f) for f in files]
+    from seglab.demo import make_strip
+
+    rng = np.random.default_rng(0)
+    return [make_strip(rng, (256, 1600))[0] for _ in range(count)]
+
+
+def bench_unet(repeats: int) -> None:
+    """1. U-Net ResNet50, 4 classes: eager fp32 smp vs each seglab backend."""
+    import segmentation_models_pytorch as smp
+
+    from seglab import backends, modelfolder
+    from seglab.models import SegmentationNet
+    from seglab.recipes import load_recipe
+
+    images = strips(8)
+    for size in ((128, 800), (256, 1600)):
+        recipe = load_recipe("severstal-unet-r50", {"model": {"encoder_weights": None,
+                                                              "aux_head": False},
+                                                    "data": {"input_size": list(size)}})
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = smp.Unet("resnet50", encoder_weights=None, classes=4)
+            net = SegmentationNet(raw, 32, False)
+            config = modelfolder.ModelConfig.from_recipe(recipe)
+            batch = _fit_bright(net, images, size, config)
+            folder = modelfolder.save(Path(tmp) / "m", net, config)
+            record = backends.export(folder, samples=batch[:4], timing_batch=1)
+            checks = record["backends"]
+            for n in (1, 8):
+                x = np.concatenate([batch] * (n // len(batch) + 1))[:n]
+                xt = torch.from_numpy(x)
+
+                def eager(raw: torch.nn.Module = raw, xt: torch.Tensor = xt) -> None:
+                    with torch.inference_mode():
+                        raw(xt)
+
+                base = n / timed(eager, repeats)
+                for name in ("torch-bf16", "onnx", "openvino", "onnx-int8"):
+                    if not checks.get(name, {}).get("passed"):
+                        print(f"unet     {name} at {size}: did not pass the export check "
+                              f"({checks.get(name)})")
+                        continue
+                    run = backends.open_backend(name, net, folder)
+                    value = n / timed(lambda run=run, x=x: run(x), repeats)
+                    report("unet", f"{size[0]}x{size[1]} batch {n} {name}", "img/s", base, value,
+                           f"mask Dice vs fp32 {checks[name]['mask_dice']:.4f}")
+
+
+def _fit_bright(net: torch.nn.Module, images: list[np.ndarray], size: tuple[int, int],
+                config) -> np.ndarray:
+    """A few Adam steps toward 'bright pixel = class 1' so the masks are confident."""
+    from seglab.predict import preprocess
+
+    mean = np.asarray(config.normalization.mean, np.float32) * 255
+    std = np.asarray(config.normalization.std, np.float32) * 255
+    x = torch.from_numpy(np.stack([preprocess(i, size, mean, std) for i in images[:4]]))
+    target = torch.zeros(len(x), 4, *size)
+    target[:, 0] = (x.mean(1) > 0.3).float()
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    net.train()
+    for _ in range(8 if size[0] > 128 else 15):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = net(x)[0]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    return x.numpy()
+
+
+def bench_cutout(repeats: int) -> None:
+    """2. Cut-out at 512x512, whole request: decode, preprocess, model, clean, gate, encode."""
+    from seglab import backends, modelfolder
+    from seglab.cutout import remove
+    from seglab.io import encode_png, read_image
+    from seglab.models import build
+    from seglab.predict import Predictor, load_model
+    from seglab.recipes import load_recipe
+
+    recipe = load_recipe("jewellery-unet-effb3", {"data": {"input_size": [512, 512]}})
+    photos = sorted((SHARED / "jewellery-photos").glob("*"))[:4]
+    if photos:
+        payloads = [_png_bytes(read_image(p)) for p in photos]
+    else:
+        payloads = [_png_bytes(np.random.default_rng(i).integers(0, 255, (600, 600, 3),
+                                                                  dtype=np.uint8))
+                    for i in range(4)]
+    with tempfile.TemporaryDirectory() as tmp:
+        net = build(recipe.model)
+        folder = modelfolder.save(Path(tmp) / "m", net, modelfolder.ModelConfig.from_recipe(
+            recipe))
+        samples = backends.sample_inputs(folder, photos, count=4)
+        backends.export(folder, samples=samples, formats=("onnx", "openvino", "torch-bf16"))
+        reference = Predictor(*modelfolder.load_net(folder))
+        best = load_model(folder, backend="auto")
+
+        def request(predictor: Predictor) -> Callable[[], None]:
+            def run() -> None:
+                for data in payloads:
+                    cut = remove(predictor, read_image(data))
+                    encode_png(cut.shown())
+            return run
+
+        base = len(payloads) / timed(request(reference), repeats)
+        value = len(payloads) / timed(request(best), repeats)
+        report("cutout", f"512x512 request, eager fp32 vs {best.backend.name}", "img/s",
+               base, value)
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _loop_encode(mask: np.ndarray) -> str:
+    """The per-pixel Python loop people write for Severstal RLE (the baseline)."""
+    pixels = mask.T.flatten()
+    runs, start, prev = [], 0, 0
+    for i, p in enumerate(pixels):
+        if p and not prev:
+            start = i + 1
+        elif not p and prev:
+            runs += [start, i + 1 - start]
+        prev = p
+    if prev:
+        runs += [start, len(pixels) + 1 - start]
+    return " ".join(map(str, runs))
+
+
+def _loop_decode(text: str, shape: tuple[int, int]) -> np.ndarray:
+    flat = np.zeros(shape[0] * shape[1], np.uint8)
+    parts = text.split()
+    for start, length in zip(parts[0::2], parts[1::2], strict=True):
+        for i in range(int(start) - 1, int(start) - 1 + int(length)):
+            flat[i] = 1
+    return flat.reshape(shape[1], shape[0]).T
+
+
+def bench_rle(repeats: int) -> None:
+    """3. RLE encode and decode of 256x1600 masks."""
+    import cv2
+
+    from seglab import rle
+
+    rng = np.random.default_rng(0)
+    masks = []
+    for _ in range(4):
+        m = np.zeros((256, 1600), np.uint8)
+        for _ in range(12):
+            cv2.ellipse(m, (int(rng.integers(1600)), int(rng.integers(256))),
+                        (int(rng.integers(10, 120)), int(rng.integers(5, 60))),
+                        float(rng.integers(180)), 0, 360, 1, -1)
+        masks.append(m)
+    texts = [rle.encode(m) for m in masks]
+    assert all(_loop_encode(m) == t for m, t in zip(masks, texts, strict=True))
+    assert all((_loop_decode(t, m.shape) == m).all() for m, t in zip(masks, texts, strict=True))
+    base = len(masks) / timed(lambda: [_loop_encode(m) for m in masks], repeats)
+    value = len(masks) / timed(lambda: [rle.encode(m) for m in masks], max(repeats, 20))
+    report("rle", "encode 256x1600", "masks/s", base, value)
+    base = len(masks) / timed(lambda: [_loop_decode(t, (256, 1600)) for t in texts], repeats)
+    value = len(masks) / timed(lambda: [rle.decode(t, (256, 1600)) for t in texts],
+                               max(repeats, 20))
+    report("rle", "decode 256x1600", "masks/s", base, value)
+
+
+def bench_synth(repeats: int) -> None:
+    """4. Composites/s at 512x512 vs the images/s a training step consumes, same cores."""
+    from seglab import synth
+    from seglab.demo import make_jewels
+    from seglab.recipes import load_recipe
+
+    recipe = load_recipe("jewellery-unet-effb3", {"data": {"input_size": [512, 512]}})
+    spec = recipe.data.synth or __import__("seglab.recipes", fromlist=["SynthSpec"]).SynthSpec()
+    spec = spec.model_copy(update={"size": (512, 512)})
+    with tempfile.TemporaryDirectory() as tmp:
+        fg_dir = SHARED / "jewellery-cutouts"
+        if not fg_dir.is_dir():
+            fg_dir = make_jewels(Path(tmp) / "jewels", 8, seed=0)
+        fgs, _ = synth.load_foregrounds(fg_dir, spec)
+        rooms = synth.list_photos([SHARED / "backgrounds" / "rooms"]) if SHARED.is_dir() else []
+        hands = synth.list_photos([SHARED / "backgrounds" / "hands"]) if SHARED.is_dir() else []
+        s = synth.Synthesizer(spec, fgs, rooms, hands, seed=0)
+        count = 48
+        t = time.perf_counter()
+        synth.generate(s, Path(tmp) / "out", count, workers=os.cpu_count() or 1,
+                       progress=False)
+        made = count / (time.perf_counter() - t)
+    consumed = _train_rate(recipe, (512, 512), batch=4, steps=3, bf16=True)
+    report("synth", "composites/s (written to disk) vs train img/s", "img/s", consumed, made,
+           "baseline = images/s one bf16 training step of the effb3 U-Net consumes")
+
+
+def _train_rate(recipe, size: tuple[int, int], batch: int, steps: int, bf16: bool) -> float:
+    from seglab.models import build
+
+    net = build(recipe.model).train()
+    if bf16:
+        net = net.to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, *size)
+    y = (torch.rand(batch, len(recipe.model.classes), *size) > 0.8).float()
+    opt = torch.optim.Adam(net.parameters(), 1e-4)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = net(x.contiguous(memory_format=torch.channels_last) if bf16 else x)[0]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return batch / timed(step, steps)
+
+
+def bench_train(repeats: int) -> None:
+    """5. Training step throughput: plain smp + PyTorch loop vs seglab's Lightning trainer."""
+    import lightning as L
+    from torch.utils.data import DataLoader, Dataset
+
+    from seglab.recipes import load_recipe
+    from seglab.train import Segmenter
+
+    size, batch, steps = (128, 800), 4, 6
+    recipe = load_recipe("severstal-unet-r50", {"model": {"encoder_weights": None,
+                                                          "aux_head": False},
+                                                "train": {"batch_size": batch}})
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.standard_normal((batch * 2, 3, *size)).astype(np.float32))
+    masks = torch.from_numpy((rng.random((batch * 2, 4, *size)) > 0.9).astype(np.float32))
+
+    class InMemory(Dataset):
+        def __len__(self) -> int:
+            return len(images)
+
+        def __getitem__(self, i: int) -> dict:
+            return {"image": images[i], "mask": masks[i], "labels": masks[i].amax((1, 2)),
+                    "id": str(i)}
+
+    def plain(bf16: bool) -> float:
+        recipe_b = recipe.model_copy(deep=True)
+        net = Segmenter(recipe_b).net.train()
+        if bf16:
+            net = net.to(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(net.parameters(), 1e-4)
+        loader = DataLoader(InMemory(), batch_size=batch, shuffle=True)
+        stamps = []
+        while len(stamps) < steps + 1:
+            for b in loader:
+                x = b["image"].contiguous(memory_format=torch.channels_last) if bf16 else b[
+                    "image"]
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    logits = net(x)[0]
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(),
+                                                                            b["mask"])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                stamps.append(time.perf_counter())
+        return batch / statistics.median(np.diff(stamps[1:]))
+
+    class Stamps(L.Callback):
+        def __init__(self) -> None:
+            self.t: list[float] = []
+
+        def on_train_batch_end(self, *args: object) -> None:
+            self.t.append(time.perf_counter())
+
+    def seglab_trainer(bf16: bool) -> float:
+        recipe_b = recipe.model_copy(deep=True)
+        recipe_b.train.precision = "bf16-mixed" if bf16 else "32"
+        recipe_b.train.channels_last = bf16
+        stamps = Stamps()
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = L.Trainer(max_steps=steps + 1, precision=recipe_b.train.precision,
+                                accelerator="cpu", devices=1, callbacks=[stamps],
+                                logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False,
+                                limit_val_batches=0, default_root_dir=tmp)
+            module = Segmenter(recipe_b)
+            trainer.fit(module, DataLoader(InMemory(), batch_size=batch, shuffle=True))
+        return batch / statistics.median(np.diff(stamps.t[1:]))
+
+    fp32_loop = plain(False)
+    report("train", "U-Net r50 128x800 b4: seglab trainer fp32 vs loop", "img/s", fp32_loop,
+           seglab_trainer(False), "overhead target: ratio >= 0.95")
+    report("train", "U-Net r50 128x800 b4: plain loop bf16 vs fp32", "img/s", fp32_loop,
+           plain(True))
+    report("train", "U-Net r50 128x800 b4: seglab trainer bf16 vs fp32 loop", "img/s",
+           fp32_loop, seglab_trainer(True), "target: ratio >= 1.5")
+
+
+BENCHES = {"unet": bench_unet, "cutout": bench_cutout, "rle": bench_rle, "synth": bench_synth,
+           "train": bench_train}
+
+
+def write_results(path: Path, started: str) -> None:
+    import onnxruntime
+    import segmentation_models_pytorch as smp
+
+    try:
+        import openvino
+
+        ov = openvino.__version__
+    except ImportError:  # pragma: no cover
+        ov = "not installed"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    lines = [
+        "# seglab benchmark results", "",
+        f"Measured {started} with `python benchmarks/run.py {' '.join(sys.argv[1:])}`.", "",
+        f"- Machine: {cpu}, {os.cpu_count()} cores visible, torch threads "
+        f"{torch.get_num_threads()}",
+        f"- Software: Python {platform.python_version()}, torch {torch.__version__}, "
+        f"smp {smp.__version__}, onnxruntime {onnxruntime.__version__}, openvino {ov}",
+        "- Every ratio is seglab / baseline, both measured in the same run.", "",
+        "| bench | case | unit | baseline | seglab | ratio | notes |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['bench']} | {r['case']} | {r['unit']} | {r['baseline']:.2f} | "
+                     f"{r['seglab']:.2f} | {r['ratio']:.2f}x | {r['extra']} |")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("benches", nargs="*", metavar="BENCH",
+                        help=f"some of {', '.join(BENCHES)} (default: all)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
+    args = parser.parse_args()
+    unknown = set(args.benches) - set(BENCHES)
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}")
+    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    for name in args.benches or list(BENCHES):
+        print(f"== {name}: {BENCHES[name].__doc__.strip().splitlines()[0]}", flush=True)
+        BENCHES[name](args.repeats)
+    write_results(args.out, started)
+    print(f"results: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
