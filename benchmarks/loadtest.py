@@ -1,0 +1,236 @@
+"""Load test of ``seglab serve``: concurrent clients, valid and invalid uploads, on loopback.
+
+    python benchmarks/loadtest.py --clients 32 --seconds 60            # tiny generated models
+    python benchmarks/loadtest.py --models demo-output/run/model demo-output/run-cutout/model
+
+The server runs as its own process (as an unprivileged user when started as
+root), with its data folder in a fresh temporary directory as its working
+directory. Clients are threads of this process. Checks, reported at the end and
+reflected in the exit status:
+
+- every valid upload gets 200 (no 5xx at all),
+- every invalid one gets exactly its 4xx (400, 413, 415, 422, 404),
+- the server's resident memory does not keep growing from round to round,
+- nothing is written outside the data folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _png(array: np.ndarray, fmt: str = "PNG") -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def requests_mix(max_upload_mb: float) -> list[tuple[str, str, str, bytes, set[int]]]:
+    """(name, path, filename, body, expected statuses) for each kind of request."""
+    rng = np.random.default_rng(0)
+    strip = rng.integers(60, 140, (128, 800, 3), dtype=np.uint8)
+    photo = rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    jpeg = _png(strip, "JPEG")
+    big = os.urandom(int(max_upload_mb * 1e6) + 200_000)
+    return [
+        ("valid strip", "/api/v1/defects", "strip.png", _png(strip), {200}),
+        ("valid strip jpeg", "/api/v1/defects", "strip.jpg", jpeg, {200}),
+        ("valid photo", "/api/v1/cutout", "photo.png", _png(photo), {200}),
+        ("empty file", "/api/v1/defects", "empty.jpg", b"", {400}),
+        ("truncated jpeg", "/api/v1/defects", "cut.jpg", jpeg[: len(jpeg) // 3], {422}),
+        ("text named .jpg", "/api/v1/cutout", "notes.jpg", b"hello, not an image\n" * 50,
+         {415}),
+        ("html named .jpg", "/api/v1/cutout", "page.jpg", b"<html><body>x</body></html>",
+         {415}),
+        ("over the size limit", "/api/v1/defects", "big.png", big, {413}),
+        ("unknown model", "/api/v1/defects?model=nope", "strip.png", _png(strip), {404}),
+    ]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def tiny_models(folder: Path) -> list[Path]:
+    """Small untrained model folders of both tasks (the service, not the model, is tested)."""
+    from seglab import modelfolder
+    from seglab.models import build
+    from seglab.recipes import load_recipe
+
+    tiny = {"model": {"encoder": "resnet18", "encoder_depth": 3,
+                      "decoder_channels": [16, 8, 4]}}
+    out = []
+    for name, size in (("cpu-demo", [128, 800]), ("cpu-demo-cutout", [128, 128])):
+        recipe = load_recipe(name, {**tiny, "data": {"input_size": size}})
+        out.append(modelfolder.save(folder / name, build(recipe.model),
+                                    modelfolder.ModelConfig.from_recipe(recipe)))
+    return out
+
+
+def start_server(models: list[Path], workdir: Path, port: int, max_upload_mb: float
+                 ) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "seglab.cli", "serve", *map(str, models), "--port", str(port),
+           "--data-dir", "data", "--max-upload-mb", str(max_upload_mb)]
+    if os.geteuid() == 0 and shutil.which("setpriv"):
+        # Prove the service needs no root: run it as nobody, owning only its working folder.
+        shutil.chown(workdir, "nobody", "nogroup")
+        for m in models:
+            for p in [m, *m.rglob("*")]:
+                shutil.chown(p, "nobody", "nogroup")
+        cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *cmd]
+    env = {**os.environ, "HOME": str(workdir), "MPLCONFIGDIR": str(workdir / "data" / ".mpl")}
+    log = open(workdir / "server.log", "w")  # noqa: SIM115 - lives as long as the server
+    return subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def run(models: list[Path] | None, clients: int, seconds: float, max_upload_mb: float,
+        rounds: int = 4) -> dict:
+    import httpx
+
+    tmp = Path(tempfile.mkdtemp(prefix="seglab-load-"))
+    os.chmod(tmp, 0o755)
+    workdir = tmp / "server"
+    workdir.mkdir()
+    models = models or tiny_models(tmp / "models")
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start_server(models, workdir, port, max_upload_mb)
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None:
+                raise RuntimeError((workdir / "server.log").read_text())
+            time.sleep(0.2)
+        user = subprocess.run(["ps", "-o", "user=", "-p", str(server.pid)], capture_output=True,
+                              text=True).stdout.strip()
+        mix = requests_mix(max_upload_mb)
+        results: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        failures: list[str] = []
+        lock = threading.Lock()
+        stop = time.time() + seconds
+
+        def client(seed: int) -> None:
+            rnd = random.Random(seed)
+            with httpx.Client(base_url=base, timeout=120) as c:
+                while time.time() < stop:
+                    name, path, filename, body, expected = rnd.choice(mix)
+                    t = time.perf_counter()
+                    try:
+                        r = c.post(path, files={"file": (filename, body)})
+                        status = r.status_code
+                    except httpx.HTTPError as exc:
+                        status = -1
+                        detail = repr(exc)
+                    latency = time.perf_counter() - t
+                    with lock:
+                        results[name].append((status, latency))
+                        if status not in expected:
+                            failures.append(f"{name}: got {status}, expected {expected} "
+                                            f"{detail if status == -1 else r.text[:200]}")
+
+        memory: list[float] = []
+
+        def sampler() -> None:
+            while time.time() < stop:
+                memory.append(_rss_mb(server.pid))
+                time.sleep(max(0.5, seconds / (rounds * 5)))
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        threads.append(threading.Thread(target=sampler))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        alive = server.poll() is None and httpx.get(base + "/healthz").status_code == 200
+        stats = httpx.get(base + "/api/v1/stats").json()
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    outside = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")
+                     if p.name != "server.log" and not str(p.relative_to(workdir)).startswith(
+                         "data"))
+    per_round = [max(chunk) for chunk in np.array_split(np.array(memory), rounds) if len(chunk)]
+    growth = per_round[-1] - per_round[1] if len(per_round) > 2 else 0.0
+    table = {}
+    for name, rows in sorted(results.items()):
+        lat = sorted(x[1] for x in rows)
+        codes: dict[str, int] = defaultdict(int)
+        for status, _ in rows:
+            codes[str(status)] += 1
+        table[name] = {"requests": len(rows), "statuses": dict(codes),
+                       "p50_ms": 1000 * statistics.median(lat),
+                       "p95_ms": 1000 * lat[int(0.95 * (len(lat) - 1))],
+                       "p99_ms": 1000 * lat[int(0.99 * (len(lat) - 1))]}
+    total = sum(len(v) for v in results.values())
+    five = sum(1 for v in results.values() for s, _ in v if s >= 500 or s == -1)
+    report = {
+        "clients": clients, "seconds": seconds, "requests": total,
+        "requests_per_s": total / seconds, "server_user": user, "five_xx_or_dropped": five,
+        "unexpected": len(failures), "first_unexpected": failures[:5],
+        "rss_mb_per_round": [round(x, 1) for x in per_round],
+        "rss_growth_mb_after_warmup": round(growth, 1), "alive_after": alive,
+        "files_outside_data_folder": outside, "items_stored": stats["items"],
+        "by_request": table,
+    }
+    report["passed"] = (not failures and five == 0 and alive and not outside
+                        and growth < 150)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Load test of seglab serve on loopback.")
+    parser.add_argument("--models", nargs="*", type=Path, default=None)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--max-upload-mb", type=float, default=2.0)
+    parser.add_argument("--json", type=Path, default=None, help="Also write the report here.")
+    args = parser.parse_args()
+    report = run(args.models, args.clients, args.seconds, args.max_upload_mb)
+    for name, row in report["by_request"].items():
+        print(f"{name:22s} n={row['requests']:5d} statuses={row['statuses']} "
+              f"p50={row['p50_ms']:.0f} ms p95={row['p95_ms']:.0f} ms p99={row['p99_ms']:.0f} ms")
+    print(json.dumps({k: v for k, v in report.items() if k != "by_request"}, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    sys.exit(0 if report["passed"] else 1)
+
+
+if __name__ == "__main__":
+    main()
