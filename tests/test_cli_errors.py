@@ -1,0 +1,77 @@
+"""A user mistake at the command line is one `error:` line and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from seglab import modelfolder
+from seglab.cli import app
+from seglab.models import build
+from seglab.recipes import load_recipe
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    recipe = load_recipe("cpu-demo", {"model": {"encoder_depth": 3,
+                                                "decoder_channels": [8, 8, 4]}})
+    return modelfolder.save(tmp_path_factory.mktemp("m") / "model", build(recipe.model),
+                            modelfolder.ModelConfig.from_recipe(recipe))
+
+
+def _mistakes(tmp_path, model):
+    bad_recipe = tmp_path / "bad.yaml"
+    bad_recipe.write_text("name: x\ntask: defects\nmodel: {arch: Unet, encoder: resnet18, "
+                          "classes: [a]}\ndata: {format: severstal}\ntrain: {lr: 5}\nwat: 1\n")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in model.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "model.safetensors").write_bytes(b"\x00" * 100)
+    data = tmp_path / "steel"
+    (data / "train_images").mkdir(parents=True)
+    (data / "train.csv").write_text("ImageId,ClassId,EncodedPixels\na.jpg,7,1 3\n")
+    img = tmp_path / "photo.jpg"
+    img.write_bytes(b"<html>not a photo</html>")
+    return {
+        "unknown recipe keys and out-of-range lr": (["train", str(bad_recipe), "--data",
+                                                     str(data), "--out", str(tmp_path / "r")],
+                                                    ["wat", "lr"]),
+        "unknown shipped recipe": (["train", "nope", "--data", str(data), "--out",
+                                    str(tmp_path / "r")], ["nope"]),
+        "missing model folder": (["predict", str(tmp_path / "none"), str(img), "--out",
+                                  str(tmp_path / "o")], ["none"]),
+        "corrupted weights": (["predict", str(broken), str(img), "--out", str(tmp_path / "o")],
+                              ["model.safetensors"]),
+        "unknown class id in CSV": (["evaluate", str(model), "--data", str(data)], ["7"]),
+        "bad layout": (["predict", str(model), str(img), "--out", str(tmp_path / "o"),
+                        "--layout", "wide"], ["layout"]),
+        "bad colour": (["cutout", str(model), str(img), "--out", str(tmp_path / "o"),
+                        "--bg-color", "pink"], ["pink"]),
+        "unknown backend": (["predict", str(model), str(img), "--out", str(tmp_path / "o"),
+                             "--backend", "tensorrt"], ["tensorrt"]),
+        "unknown export format": (["export", str(model), "--format", "coreml"], ["coreml"]),
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "unknown recipe keys and out-of-range lr", "unknown shipped recipe", "missing model folder",
+    "corrupted weights", "unknown class id in CSV", "bad layout", "bad colour",
+    "unknown backend", "unknown export format"])
+def test_user_mistakes_get_one_clear_error(case, tmp_path, model):
+    args, words = _mistakes(tmp_path, model)[case]
+    result = CliRunner().invoke(app, args)
+    out = result.output
+    assert result.exit_code == 2, out
+    assert "Traceback" not in out and out.count("error:") == 1, out
+    assert all(w in out for w in words), out
+
+
+def test_a_batch_with_only_bad_files_reports_each_and_fails(tmp_path, model):
+    (tmp_path / "a.jpg").write_bytes(b"")
+    (tmp_path / "b.png").write_bytes(b"GIF89a")
+    result = CliRunner().invoke(app, ["predict", str(model), str(tmp_path / "a.jpg"),
+                                      str(tmp_path / "b.png"), "--out", str(tmp_path / "o"),
+                                      "--workers", "0"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "a.jpg" in result.output and "b.png" in result.output
