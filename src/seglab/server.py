@@ -369,7 +369,7 @@ def _api(app: FastAPI, service: Service) -> None:
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, Any]:
         """Liveness and readiness: models loaded and the database answering."""
-        store.stats()
+        store.ping()
         return {"status": "ok", "version": __version__, "models": list(service.models)}
 
     @app.get("/api/v1/models", tags=["service"])

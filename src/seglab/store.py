@@ -186,6 +186,11 @@ class Store:
                          reviewer=reviewer[:100], note=note[:1000]))
         return self.get(item_id)
 
+    def ping(self) -> None:
+        """A cheap round trip to the database (for health checks)."""
+        with self.session() as s:
+            s.execute(select(1))
+
     def stats(self) -> dict[str, Any]:
         """Counts over everything processed, for the statistics page and ``/api/v1/stats``."""
         with self.session() as s:
