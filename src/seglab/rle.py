@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
 
+import cv2
 import numpy as np
 
 from seglab.errors import CSVFormatError, RLEError
@@ -31,6 +32,10 @@ from seglab.io import write_text_atomic
 SEVERSTAL_SHAPE = (256, 1600)
 Layout = Literal["combined", "split"]
 _INT_TOKEN = re.compile(r"^[+-]?\d+$")
+_SLICE_RUNS = 4000
+"""Up to this many runs a per-run slice loop paints faster than a cumulative sum."""
+_PLAIN = re.compile(r"[0-9]{1,18}(?:\s+[0-9]{1,18})*")
+"""Unsigned integers of at most 18 digits (no int64 overflow) separated by whitespace."""
 
 
 def parse(rle: str, shape: tuple[int, int] = SEVERSTAL_SHAPE, *, image_id: str | None = None,
@@ -41,17 +46,14 @@ def parse(rle: str, shape: tuple[int, int] = SEVERSTAL_SHAPE, *, image_id: str |
     count, non-integer tokens, zero or negative starts or lengths, runs past the
     image, and unsorted or overlapping runs. Nothing is silently clipped.
     """
-    tokens = rle.split()
-    if not tokens:
+    values = _fast_ints(rle)
+    if values is None:  # not plain integers: the slow path finds and names the bad token
+        values = _checked_ints(rle, image_id, row)
+    if not values.size:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    if len(tokens) % 2:
-        raise RLEError(f"odd number of tokens ({len(tokens)}); expected start/length pairs",
+    if values.size % 2:
+        raise RLEError(f"odd number of tokens ({values.size}); expected start/length pairs",
                        image_id, row)
-    try:
-        values = np.array(tokens, dtype=np.int64)
-    except (ValueError, OverflowError):
-        bad = next(t for t in tokens if not _INT_TOKEN.match(t))
-        raise RLEError(f"token {bad!r} is not an integer", image_id, row) from None
     starts, lengths = values[0::2], values[1::2]
     if (starts < 1).any():
         i = int(np.argmax(starts < 1))
@@ -82,17 +84,49 @@ def parse(rle: str, shape: tuple[int, int] = SEVERSTAL_SHAPE, *, image_id: str |
     return starts - 1, lengths
 
 
+def _fast_ints(rle: str) -> np.ndarray | None:
+    """Parse whitespace-separated integers in C; ``None`` if anything else is in the text.
+
+    Splitting in Python and converting token by token cost more than painting the
+    mask itself, so the common case goes through NumPy's text parser.
+    """
+    text = rle.strip()
+    if not text:
+        return np.zeros(0, np.int64)
+    if not _PLAIN.fullmatch(text):
+        return None
+    values = np.fromstring(text, dtype=np.int64, sep=" ")
+    return values
+
+
+def _checked_ints(rle: str, image_id: str | None, row: int | None) -> np.ndarray:
+    tokens = rle.split()
+    bad = next((t for t in tokens if not _INT_TOKEN.match(t)), None)
+    if bad is not None:
+        raise RLEError(f"token {bad!r} is not an integer", image_id, row)
+    try:
+        return np.array(tokens, dtype=np.int64)
+    except OverflowError:
+        raise RLEError("a token does not fit in 64 bits", image_id, row) from None
+
+
 def decode(rle: str, shape: tuple[int, int] = SEVERSTAL_SHAPE, *, image_id: str | None = None,
            row: int | None = None) -> np.ndarray:
     """Decode an RLE string into a ``uint8`` mask of ``shape`` (height, width), values 0/1."""
     starts, lengths = parse(rle, shape, image_id=image_id, row=row)
     total = shape[0] * shape[1]
-    # Difference array: +1 where a run starts, -1 where it ends; cumsum paints the runs.
-    delta = np.zeros(total + 1, dtype=np.int8)
-    delta[starts] += 1
-    delta[starts + lengths] -= 1  # ends are unique too, so fancy indexing is exact
-    flat = np.cumsum(delta[:-1], dtype=np.int8).astype(np.uint8)
-    return flat.reshape(shape[1], shape[0]).T.copy()
+    if len(starts) <= _SLICE_RUNS:
+        # One slice per run: cheaper than a pass over every pixel for typical masks.
+        flat = np.zeros(total, dtype=np.uint8)
+        for start, length in zip(starts.tolist(), lengths.tolist(), strict=True):
+            flat[start:start + length] = 1
+    else:  # very fragmented masks: +1/-1 at run edges, cumsum paints the runs
+        delta = np.zeros(total + 1, dtype=np.int8)
+        delta[starts] += 1
+        delta[starts + lengths] -= 1  # ends are unique too, so fancy indexing is exact
+        flat = np.cumsum(delta[:-1], dtype=np.int8).astype(np.uint8)
+    # Column-major to row-major; OpenCV's transpose is ~3x faster than NumPy's copy.
+    return cv2.transpose(flat.reshape(shape[1], shape[0]))
 
 
 def encode(mask: np.ndarray) -> str:
