@@ -185,8 +185,9 @@ def run(models: list[Path] | None, clients: int, seconds: float, max_upload_mb: 
     outside = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")
                      if p.name != "server.log" and not str(p.relative_to(workdir)).startswith(
                          "data"))
-    per_round = [max(chunk) for chunk in np.array_split(np.array(memory), rounds) if len(chunk)]
-    growth = per_round[-1] - per_round[1] if len(per_round) > 2 else 0.0
+    per_round = [float(max(chunk)) for chunk in np.array_split(np.array(memory), rounds)
+                 if len(chunk)]
+    growth = float(per_round[-1] - per_round[1]) if len(per_round) > 2 else 0.0
     table = {}
     for name, rows in sorted(results.items()):
         lat = sorted(x[1] for x in rows)
@@ -208,7 +209,7 @@ def run(models: list[Path] | None, clients: int, seconds: float, max_upload_mb: 
         "files_outside_data_folder": outside, "items_stored": stats["items"],
         "by_request": table,
     }
-    report["passed"] = (not failures and five == 0 and alive and not outside
+    report["passed"] = bool(not failures and five == 0 and alive and not outside
                         and growth < 150)
     shutil.rmtree(tmp, ignore_errors=True)
     return report

@@ -209,12 +209,11 @@ class Service:
         except ImageReadError as exc:
             raise ApiError(READ_ERROR_STATUS.get(exc.kind, 422), exc.kind, str(exc)) from None
 
-    def check_defects(self, model: LoadedModel, data: bytes, filename: str, batch: str
+    def check_defects(self, model: LoadedModel, image: np.ndarray, filename: str, batch: str
                       ) -> Item:
         """Defect check of one strip: verdict, classes with area and RLE, overlay; stored."""
         from seglab.report import overlay
 
-        image = self.decode(data, filename)
         pred = model.predictor.predict_batch([image])[0]
         classes = [{"name": name, "index": c + 1, "area": int(mask.sum()),
                     "area_fraction": round(float(mask.mean()), 6),
@@ -231,13 +230,12 @@ class Service:
                               score=result["defect_score"], result=result,
                               files={"overlay": overlay(image, pred.masks)})
 
-    def cut_out(self, model: LoadedModel, data: bytes, filename: str, batch: str,
+    def cut_out(self, model: LoadedModel, image: np.ndarray, filename: str, batch: str,
                 background: tuple[int, int, int] | None = None, soft_edges: bool = False
                 ) -> Item:
         """Background removal of one photo: cut-out, gate decision with reason; stored."""
         from seglab.cutout import remove
 
-        image = self.decode(data, filename)
         cut = remove(model.predictor, image)
         cut_img = (cut.rgba(soft_edges) if background is None
                    else cut.on_colour(background, soft_edges))
@@ -264,7 +262,10 @@ class Service:
             name = _display_name(upload.filename)
             data = await upload.read()
             try:
-                items.append(await self.run(work, model, data, name, batch))
+                # Decoding (and refusing bad files) needs no inference slot: a broken
+                # upload is answered at once instead of queueing behind the model.
+                image = await run_in_threadpool(self.decode, data, name)
+                items.append(await self.run(work, model, image, name, batch))
             except ApiError as exc:
                 errors.append({"filename": name, "status": exc.status, "code": exc.code,
                                "detail": exc.message})
