@@ -95,9 +95,10 @@ def test_train_killed_with_sigkill_resumes_to_the_same_result(setup, straight):
     assert resumed["resumed"] is True
     assert resumed["steps"] == reference["steps"]
     assert resumed["epochs_run"] == reference["epochs_run"]
-    # Same seed, same data: the interrupted run lands where the straight one did.
+    # The order and augmentations depend only on (seed, epoch): the interrupted run
+    # lands where the straight one did.
     assert resumed["best_checkpoint_score"] == pytest.approx(
-        reference["best_checkpoint_score"], abs=0.1)
+        reference["best_checkpoint_score"], abs=0.02)
 
 
 def _safe_epoch(path: Path) -> int:

@@ -37,12 +37,6 @@ def _friendly(func):
     return wrapper
 
 
-def _not_yet(verb: str, issue: str) -> None:
-    typer.secho(f"seglab {verb} is not available yet in seglab {__version__} ({issue}).",
-                fg="yellow", err=True)
-    raise typer.Exit(2)
-
-
 @app.callback(invoke_without_command=True)
 def main(version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False
          ) -> None:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from seglab import modelfolder
 from seglab.datasets import (
@@ -73,6 +73,10 @@ class Segmenter(L.LightningModule):
             self.net.to(memory_format=torch.channels_last)
 
     def on_train_epoch_start(self) -> None:
+        # Augmentation and dropout randomness depends only on (seed, epoch), like the
+        # sampler's order, so a resumed run repeats the uninterrupted one.
+        L.seed_everything(self.recipe.train.seed * 1000 + self.current_epoch, workers=True,
+                          verbose=False)
         # On-the-fly synthetic data draws new composites every epoch.
         dataset = getattr(self.trainer.train_dataloader, "dataset", None)
         if hasattr(dataset, "set_epoch"):
@@ -193,20 +197,42 @@ def split_dataset(recipe: Recipe, data: str | os.PathLike[str]) -> Split:
     return Split(full.subset(train_idx, train=True), val, [it.id for it in val.items])
 
 
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """Shuffled (or weighted) order that depends only on (seed, epoch).
+
+    Lightning calls ``set_epoch`` at every epoch, so a run resumed after a kill
+    draws exactly the batches the uninterrupted run would have drawn.
+    """
+
+    def __init__(self, size: int, seed: int, weights: np.ndarray | None = None) -> None:
+        self.size = size
+        self.seed = seed
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.weights is None:
+            return iter(torch.randperm(self.size, generator=gen).tolist())
+        return iter(torch.multinomial(self.weights, self.size, replacement=True,
+                                      generator=gen).tolist())
+
+
 def make_loaders(recipe: Recipe, train_set: Dataset, val_set: Dataset,
                  train_weights: np.ndarray | None) -> tuple[DataLoader, DataLoader]:
     spec = recipe.train
-    sampler = None
-    if train_weights is not None and not np.allclose(train_weights, train_weights[0]):
-        gen = torch.Generator().manual_seed(spec.seed)
-        sampler = WeightedRandomSampler(torch.as_tensor(train_weights, dtype=torch.double),
-                                        num_samples=len(train_weights), replacement=True,
-                                        generator=gen)
+    weighted = train_weights is not None and not np.allclose(train_weights, train_weights[0])
+    sampler = EpochSampler(len(train_set), spec.seed, train_weights if weighted else None)
     workers = spec.num_workers
     common = {"num_workers": workers, "persistent_workers": workers > 0}
-    train_loader = DataLoader(train_set, batch_size=spec.batch_size, shuffle=sampler is None,
-                              sampler=sampler, drop_last=len(train_set) > spec.batch_size,
-                              **common)
+    train_loader = DataLoader(train_set, batch_size=spec.batch_size, sampler=sampler,
+                              drop_last=len(train_set) > spec.batch_size, **common)
     val_loader = DataLoader(val_set, batch_size=spec.batch_size, shuffle=False, **common)
     return train_loader, val_loader
 
