@@ -78,7 +78,9 @@ def build_transforms(spec: DataSpec, train: bool) -> A.Compose:
                      scale=(1 - aug.scale_limit, 1 + aug.scale_limit),
                      border_mode=cv2.BORDER_REFLECT_101, p=aug.shift_scale),
         ]
-    return A.Compose(steps)
+    # Albumentations keeps its own generator and ignores global seeds: seed it from the
+    # recipe (the trainer reseeds it every epoch with set_random_seed).
+    return A.Compose(steps, seed=spec.seed)
 
 
 class SegmentationDataset(Dataset):

@@ -77,8 +77,11 @@ class Segmenter(L.LightningModule):
         # sampler's order, so a resumed run repeats the uninterrupted one.
         L.seed_everything(self.recipe.train.seed * 1000 + self.current_epoch, workers=True,
                           verbose=False)
-        # On-the-fly synthetic data draws new composites every epoch.
         dataset = getattr(self.trainer.train_dataloader, "dataset", None)
+        transform = getattr(dataset, "transform", None)
+        if hasattr(transform, "set_random_seed"):
+            transform.set_random_seed(self.recipe.train.seed * 1000 + self.current_epoch)
+        # On-the-fly synthetic data draws new composites every epoch.
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(self.current_epoch)
 
