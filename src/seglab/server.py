@@ -74,8 +74,18 @@ class LoadedModel:
                 "arch": config.model.arch, "encoder": config.model.encoder,
                 "classes": config.class_names, "input_size": config.input_size,
                 "parameters": count_parameters(self.predictor.net),
-                "metrics": _headline_metrics(config.metrics),
+                "metrics": _headline_metrics(config.metrics or _gate_report(self.path)),
                 "gate": config.gate.model_dump() if config.gate else None}
+
+
+def _gate_report(folder: Path) -> dict[str, Any]:
+    """A cut-out model's measured figures live in its gate report, beside the card."""
+    import json
+
+    try:
+        return json.loads((folder / "gate_report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def _headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
