@@ -399,14 +399,9 @@ def write_results(path: Path, started: str, benches: list[str]) -> None:
         ov = openvino.__version__
     except ImportError:  # pragma: no cover
         ov = "not installed"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from seglab.train import hardware
+
+    cpu = hardware()["cpu"]
     kept = []
     if path.exists():
         for line in path.read_text(encoding="utf-8").splitlines():

@@ -17,6 +17,7 @@ backend="auto")`` then picks the fastest backend that passed.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -249,14 +250,15 @@ def export(model_dir: str | os.PathLike[str], *, samples: np.ndarray,
         "passed": True, "reference": True, "mask_dice": 1.0, "prob_diff_p999": 0.0,
         "ms_per_image": 1000 * time_backend(reference, timing) / len(timing)}}
     if any(f in formats for f in ("onnx", "openvino", "onnx-int8")):
-        export_onnx(load_net(folder)[0], folder / ONNX_FILE, tuple(samples.shape[1:]))
+        export_onnx(copy.deepcopy(net), folder / ONNX_FILE, tuple(samples.shape[1:]))
     if "onnx-int8" in formats:
         quantize_int8(folder / ONNX_FILE, folder / INT8_FILE, samples)
     for name in formats:
         if not available(name):
             results[name] = {"passed": False, "error": "runtime not installed"}
             continue
-        backend = open_backend(name, load_net(folder)[0], folder)
+        # A copy each: torch-bf16 converts its network to channels-last in place.
+        backend = open_backend(name, copy.deepcopy(net), folder)
         logits, cls = backend(samples)
         probs = _sigmoid(logits)
         diff = float(np.quantile(np.abs(probs - ref_probs), 0.999))

@@ -117,8 +117,7 @@ def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
     from seglab.io import (
         JsonLines,
         atomic_write,
-        batched,
-        iter_images,
+        image_batches,
         list_images,
         write_image,
         write_text_atomic,
@@ -126,18 +125,13 @@ def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
 
     out = Path(out)
     log = JsonLines(out / "results.jsonl", resume=resume)
-    done = {row["path"] for row in log.rows()}
-    paths = [p for p in list_images(*inputs) if str(p) not in done]
+    paths = log.pending(list_images(*inputs))
     errors, kept = [], []
     bar = tqdm(total=len(paths), desc="cutout", unit="img", disable=not progress)
+    skipped = 0
     try:
-        for chunk in batched(iter_images(paths, workers=workers, prefetch=4 * batch_size),
-                             batch_size):
-            good = [(p, img) for p, img, _ in chunk if img is not None]
-            for p, _, err in chunk:
-                if err is not None:
-                    errors.append({"image": str(p), "error": err})
-                    bar.write(f"skipped: {err}")
+        for good in image_batches(paths, batch_size, errors, workers=workers,
+                                  report=bar.write):
             cuts = remove_batch(predictor, [img for _, img in good]) if good else []
             rows = []
             for (path, _), cut in zip(good, cuts, strict=True):
@@ -156,7 +150,8 @@ def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
 
                     kept.append(review_row(path.name, cut))
             log.append(rows)
-            bar.update(len(chunk))
+            bar.update(len(good) + len(errors) - skipped)
+            skipped = len(errors)
     finally:
         bar.close()
         log.close()

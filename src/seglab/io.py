@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Literal, TypeVar
 
@@ -215,6 +215,23 @@ def iter_images(paths: Iterable[Path], workers: int = 0, prefetch: int = 16
             yield pending.popleft().result()
 
 
+def image_batches(paths: Sequence[Path], batch_size: int, errors: list[dict], *,
+                  workers: int = 0, report: Callable[[str], None] = print
+                  ) -> Iterator[list[tuple[Path, np.ndarray]]]:
+    """Batches of decoded ``(path, image)`` for batch jobs; unreadable files go to ``errors``.
+
+    Each bad file is appended as ``{"image", "error"}`` and reported, and the batch
+    goes on without it (a batch may come out shorter, or empty).
+    """
+    for chunk in batched(iter_images(paths, workers=workers, prefetch=4 * batch_size),
+                         batch_size):
+        for path, _, err in chunk:
+            if err is not None:
+                errors.append({"image": str(path), "error": err})
+                report(f"skipped: {err}")
+        yield [(path, img) for path, img, _ in chunk if img is not None]
+
+
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """Consecutive lists of ``size`` items (the last may be shorter)."""
     chunk: list[T] = []
@@ -250,6 +267,11 @@ class JsonLines:
             keep = data[:data.rfind(b"\n") + 1]
             with atomic_write(self.path) as f:
                 f.write(keep)
+
+    def pending(self, paths: Iterable[Path]) -> list[Path]:
+        """The paths not yet recorded as done (all of them on a fresh run)."""
+        done = {row["path"] for row in self.rows()}
+        return [p for p in paths if str(p) not in done]
 
     def rows(self) -> Iterator[dict]:
         if not self.path.exists():

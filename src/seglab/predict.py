@@ -184,8 +184,7 @@ def predict_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]]
     from seglab.io import (
         JsonLines,
         atomic_write,
-        batched,
-        iter_images,
+        image_batches,
         list_images,
         write_image,
         write_text_atomic,
@@ -195,18 +194,13 @@ def predict_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]]
     out = Path(out)
     names = predictor.class_names
     log = JsonLines(out / "summary.jsonl", resume=resume)
-    done = {row["path"] for row in log.rows()}
-    paths = [p for p in list_images(*inputs) if str(p) not in done]
+    paths = log.pending(list_images(*inputs))
     errors: list[dict] = []
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress)
+    skipped = 0
     try:
-        for chunk in batched(iter_images(paths, workers=workers, prefetch=4 * batch_size),
-                             batch_size):
-            good = [(p, img) for p, img, _ in chunk if img is not None]
-            for p, _, err in chunk:
-                if err is not None:
-                    errors.append({"image": str(p), "error": err})
-                    bar.write(f"skipped: {err}")
+        for good in image_batches(paths, batch_size, errors, workers=workers,
+                                  report=bar.write):
             preds = predictor.predict_batch([img for _, img in good]) if good else []
             rows = []
             for (path, image), pred in zip(good, preds, strict=True):
@@ -237,7 +231,8 @@ def predict_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]]
                               f"{'defective' if row['defective'] else 'normal'} "
                               f"{', '.join(row['classes_found'])}")
             log.append(rows)  # after the row's files: a listed image is complete
-            bar.update(len(chunk))
+            bar.update(len(good) + len(errors) - skipped)
+            skipped = len(errors)
     finally:
         bar.close()
         log.close()
