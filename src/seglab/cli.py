@@ -160,8 +160,8 @@ def predict(
     batch_size: Annotated[int, typer.Option(min=1)] = 8,
     tta: Annotated[bool, typer.Option(help="Flip test-time augmentation.")] = False,
     backend: Annotated[str, typer.Option(
-        help="torch, torch-bf16, onnx, onnx-int8, openvino, or auto (fastest that passed "
-             "seglab export's check).")] = "auto",
+        help="torch, torch-bf16, onnx, onnx-int8, openvino, openvino-bf16, openvino-int8, "
+             "or auto (fastest that passed seglab export's check).")] = "auto",
     workers: Annotated[int, typer.Option(help="Processes decoding images.", min=0)] = 2,
     resume: Annotated[bool, typer.Option(help="Skip images already in OUT/summary.jsonl.")
                       ] = False,
@@ -265,27 +265,28 @@ def export(
     samples: Annotated[list[Path] | None, typer.Option(
         help="Images to check agreement and calibrate int8 on (files, folders, globs).")] = None,
     format_: Annotated[list[str] | None, typer.Option(
-        "--format", help="onnx, openvino, torch-bf16, onnx-int8 (default: all).")] = None,
+        "--format", help="onnx, openvino, openvino-bf16, torch-bf16, onnx-int8, openvino-int8 "
+        "(default: all).")] = None,
     size: Annotated[tuple[int, int] | None, typer.Option(
         help="Input height and width, for models trained at full size.")] = None,
     count: Annotated[int, typer.Option(help="Sample images used at most.", min=1)] = 8,
 ) -> None:
     """Export to ONNX (and OpenVINO, int8), check each against PyTorch, record the fastest."""
-    from seglab.backends import NAMES, sample_inputs
+    from seglab.backends import EXPORTS, sample_inputs
     from seglab.backends import export as run_export
 
-    formats = format_ or ["onnx", "openvino", "torch-bf16", "onnx-int8"]
-    unknown = [f for f in formats if f not in NAMES or f == "torch"]
+    formats = format_ or list(EXPORTS)
+    unknown = [f for f in formats if f not in EXPORTS]
     if unknown:
         raise SeglabError(f"unknown export format(s) {', '.join(unknown)}; choose from "
-                          "onnx, openvino, torch-bf16, onnx-int8")
+                          f"{', '.join(EXPORTS)}")
     batch = sample_inputs(model, samples or [], count=count, size=size)
     record = run_export(model, samples=batch, formats=formats)
     for name, r in record["backends"].items():
         verdict = "ok" if r.get("passed") else "REFUSED"
         detail = (f"mask Dice {r['mask_dice']:.4f}, {r['ms_per_image']:.1f} ms/image"
                   if "ms_per_image" in r else r.get("error", ""))
-        typer.echo(f"{name:11s} {verdict:8s} {detail}")
+        typer.echo(f"{name:13s} {verdict:8s} {detail}")
     from seglab.backends import choose
 
     typer.echo(f"backend=auto will use: {choose(model)}; results in {model}/backends.json")

@@ -68,5 +68,7 @@ def _drop_small(mask: np.ndarray, min_pixels: float) -> np.ndarray:
     if count <= 1:
         return mask
     keep = stats[:, cv2.CC_STAT_AREA] >= min_pixels
+    if keep[1:].all():  # nothing to drop: skip relabelling the whole image
+        return mask
     keep[0] = False  # label 0 is the background of `mask`
     return keep[labels].astype(np.uint8)
