@@ -95,7 +95,7 @@ def test_int8_falls_back_to_fp32_layers_until_masks_agree(model_dir, tmp_path):
     assert out.is_file() and out.with_suffix(".bin").is_file()
     assert not list(tmp_path.glob(".q*"))  # no temporary file left
     run = backends.OpenVinoBackend(out, name="openvino-int8")
-    dice = backends.mask_dice(run(samples)[0] >= 0, logits >= 0)
+    dice = backends.agreement(run(samples)[0] >= 0, logits >= 0)
     assert dice > info["plain_int8_mask_dice"]
 
 
