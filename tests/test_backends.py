@@ -129,3 +129,26 @@ def test_unknown_or_missing_backend_is_a_clear_error(model_dir, tmp_path):
     with pytest.raises(ValueError, match="seglab export"):
         load_model(fresh, backend="onnx")
     assert backends.choose(fresh) == "torch"  # never exported: the reference
+
+
+def test_export_command_prints_each_verdict_and_the_auto_choice(model_dir, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from seglab.cli import app
+
+    folder, strips = model_dir
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    for f in (backends.BACKENDS_FILE, *set(backends.FILES.values())):
+        (copy / f).unlink(missing_ok=True)
+    result = CliRunner().invoke(app, ["export", str(copy), "--samples", str(strips[0].parent),
+                                      "--count", "3", "--format", "onnx", "--format",
+                                      "openvino"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines() if line.strip()}
+    assert "ok" in lines["onnx"] and "ok" in lines["openvino"] and "ms/image" in lines["onnx"]
+    record = json.loads((copy / backends.BACKENDS_FILE).read_text())
+    assert record["samples"] == 3 and set(record["backends"]) == {"torch", "onnx", "openvino"}
+    assert f"backend=auto will use: {backends.choose(copy)}" in result.output

@@ -306,15 +306,16 @@ def quantize_openvino_int8(fp32: Path, out: Path, calibration: np.ndarray,
 def export(model_dir: str | os.PathLike[str], *, samples: np.ndarray,
            formats: Sequence[str] = EXPORTS, threshold: float = 0.5,
            min_dice: float = 0.995, max_prob_diff: float = 0.02,
-           timing_batch: int = 1) -> dict[str, Any]:
+           timing_batch: int = 1, keep_refused: bool = False) -> dict[str, Any]:
     """Export a model folder, check every backend against PyTorch fp32, record the results.
 
     ``samples`` are preprocessed inputs ``(N, 3, H, W)`` (real images where the
     user has them). A backend passes when its masks agree with the fp32 masks
     (:func:`agreement` >= ``min_dice``) and its probabilities differ by at most
     ``max_prob_diff`` at the 99.9th percentile. A failing exported file is deleted,
-    never left where ``auto`` could pick it. Int8 models are calibrated on the
-    same samples, so give more than a handful where you can.
+    never left where ``auto`` could pick it (``keep_refused=True`` keeps it for
+    benchmarks; ``auto`` still skips it). Int8 models are calibrated on the same
+    samples, so give more than a handful where you can.
     """
     from seglab.modelfolder import load_net
 
@@ -348,13 +349,17 @@ def export(model_dir: str | os.PathLike[str], *, samples: np.ndarray,
         dice = agreement(probs >= threshold, ref_masks)
         cls_diff = float(np.abs(_sigmoid(cls) - _sigmoid(ref_cls)).max())
         passed = dice >= min_dice and diff <= max_prob_diff
-        results[name] = {"passed": passed, "mask_dice": round(dice, 6),
+        reasons = ([f"mask agreement {dice:.4f} < {min_dice}"] if dice < min_dice else []) + (
+            [f"probability difference {diff:.3f} > {max_prob_diff}"]
+            if diff > max_prob_diff else [])
+        results[name] = {"passed": passed, "refused_because": "; ".join(reasons),
+                         "mask_dice": round(dice, 6),
                          "prob_diff_p999": round(diff, 6), "class_prob_diff_max":
                          round(cls_diff, 6),
                          "ms_per_image": 1000 * time_backend(backend, timing) / len(timing)}
         if name == "openvino-int8":
             results[name].update(quantized)
-        if not passed and name.endswith("int8"):
+        if not passed and name.endswith("int8") and not keep_refused:
             _remove(folder / FILES[name])
     if not results.get("onnx", {}).get("passed", True):
         for f in set(FILES.values()):

@@ -270,6 +270,12 @@ def export(
     size: Annotated[tuple[int, int] | None, typer.Option(
         help="Input height and width, for models trained at full size.")] = None,
     count: Annotated[int, typer.Option(help="Sample images used at most.", min=1)] = 8,
+    min_dice: Annotated[float, typer.Option(
+        help="Least mask agreement (Dice) with PyTorch fp32 a backend needs.", min=0,
+        max=1)] = 0.995,
+    max_prob_diff: Annotated[float, typer.Option(
+        help="Largest 99.9th-percentile pixel probability difference allowed.", min=0,
+        max=1)] = 0.02,
 ) -> None:
     """Export to ONNX (and OpenVINO, int8), check each against PyTorch, record the fastest."""
     from seglab.backends import EXPORTS, sample_inputs
@@ -281,11 +287,16 @@ def export(
         raise SeglabError(f"unknown export format(s) {', '.join(unknown)}; choose from "
                           f"{', '.join(EXPORTS)}")
     batch = sample_inputs(model, samples or [], count=count, size=size)
-    record = run_export(model, samples=batch, formats=formats)
+    record = run_export(model, samples=batch, formats=formats, min_dice=min_dice,
+                        max_prob_diff=max_prob_diff)
     for name, r in record["backends"].items():
         verdict = "ok" if r.get("passed") else "REFUSED"
         detail = (f"mask Dice {r['mask_dice']:.4f}, {r['ms_per_image']:.1f} ms/image"
                   if "ms_per_image" in r else r.get("error", ""))
+        if r.get("fp32_convolutions"):
+            detail += f", {len(r['fp32_convolutions'])} convolutions kept in fp32"
+        if r.get("refused_because"):
+            detail += f" ({r['refused_because']})"
         typer.echo(f"{name:13s} {verdict:8s} {detail}")
     from seglab.backends import choose
 
