@@ -152,3 +152,19 @@ def test_export_command_prints_each_verdict_and_the_auto_choice(model_dir, tmp_p
     record = json.loads((copy / backends.BACKENDS_FILE).read_text())
     assert record["samples"] == 3 and set(record["backends"]) == {"torch", "onnx", "openvino"}
     assert f"backend=auto will use: {backends.choose(copy)}" in result.output
+
+
+def test_a_full_size_model_exported_at_a_size_runs_every_image_at_that_size(model_dir, tmp_path):
+    _, strips = model_dir
+    recipe = load_recipe("cpu-demo", {"model": {"encoder_depth": 3,
+                                                "decoder_channels": [16, 8, 8]},
+                                      "data": {"input_size": None}})
+    folder = modelfolder.save(tmp_path / "full", build(recipe.model),
+                              modelfolder.ModelConfig.from_recipe(recipe))
+    samples = backends.sample_inputs(folder, strips, size=(64, 320))
+    backends.export(folder, samples=samples, formats=["onnx"], max_prob_diff=1.0)
+    image = np.asarray(__import__("PIL.Image").Image.open(strips[0]).convert("RGB"))
+    onnx = load_model(folder, backend="onnx")
+    assert onnx.input_size == (64, 320) and load_model(folder).input_size is None
+    pred = onnx.predict(image)  # a 256x1600 strip through a 64x320 ONNX graph
+    assert pred.masks.shape == (4, *image.shape[:2]) and pred.probs.shape == pred.masks.shape

@@ -268,7 +268,8 @@ def export(
         "--format", help="onnx, openvino, openvino-bf16, torch-bf16, onnx-int8, openvino-int8 "
         "(default: all).")] = None,
     size: Annotated[tuple[int, int] | None, typer.Option(
-        help="Input height and width, for models trained at full size.")] = None,
+        help="Input height and width, for models trained at full size; the exported "
+             "backends then run every image at this size.")] = None,
     count: Annotated[int, typer.Option(help="Sample images used at most.", min=1)] = 8,
     min_dice: Annotated[float, typer.Option(
         help="Least mask agreement (Dice) with PyTorch fp32 a backend needs.", min=0,

@@ -52,9 +52,13 @@ class Predictor:
     """A model with its pre- and post-processing, ready to run on images."""
 
     def __init__(self, net: SegmentationNet, config: modelfolder.ModelConfig,
-                 device: str | torch.device = "cpu", backend: Backend | None = None) -> None:
+                 device: str | torch.device = "cpu", backend: Backend | None = None,
+                 input_size: Sequence[int] | None = None) -> None:
         self.net = net.to(device).eval()
         self.config = config
+        self.input_size = tuple(input_size or config.input_size or ()) or None
+        """``(h, w)`` the network sees; ``None``: each image's own size. An exported
+        backend has the fixed size it was exported at (``seglab export --size``)."""
         self.device = torch.device(device)
         self.backend: Backend = backend or TorchBackend(self.net, device=self.device)
         """Runs the network: PyTorch fp32 unless an exported, checked backend was chosen."""
@@ -70,7 +74,7 @@ class Predictor:
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """Resize to the model's input size (if it has one) and normalise to ``(3, h, w)``."""
-        return preprocess(image, self.config.input_size, self._mean, self._std)
+        return preprocess(image, self.input_size, self._mean, self._std)
 
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run the backend on a preprocessed ``(N, 3, h, w)`` batch; returns probabilities."""
@@ -152,8 +156,11 @@ def load_model(path: str | os.PathLike[str], device: str = "cpu", backend: str =
     folder = Path(path)
     net, config = modelfolder.load_net(folder)
     name = backends.choose(folder, backend) if device == "cpu" else backend
-    runner = backends.open_backend(name if name != "auto" else "torch", net, folder, device)
-    return Predictor(net, config, device=device, backend=runner)
+    name = name if name != "auto" else "torch"
+    runner = backends.open_backend(name, net, folder, device)
+    exported = backends.read_checks(folder).get("input_shape") if name in backends.FILES else None
+    return Predictor(net, config, device=device, backend=runner,
+                     input_size=exported[1:] if exported else None)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
