@@ -243,12 +243,8 @@ def _fit_cutout(net: torch.nn.Module, recipe, config, tmp: Path, steps: int = 10
         opt.step()
     big = np.stack([preprocess(cv2.resize(c.image, (512, 512)), (512, 512), mean, std)
                     for c in comps])
-    for m in net.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the re-estimation pass
-    with torch.no_grad():
-        net(torch.from_numpy(big))
+    with torch.no_grad():  # PyTorch's BatchNorm re-estimation (cumulative average)
+        torch.optim.swa_utils.update_bn([torch.from_numpy(big)], net)
     net.eval()
     print(f"cutout   fitted: BCE {loss.item():.4f} after {steps} steps", flush=True)
     return big

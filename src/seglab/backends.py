@@ -332,15 +332,17 @@ def export(model_dir: str | os.PathLike[str], *, samples: np.ndarray,
     quantized: dict[str, Any] = {}
     if any(f in FILES for f in formats):
         export_onnx(copy.deepcopy(net), folder / ONNX_FILE, tuple(samples.shape[1:]))
-    if "onnx-int8" in formats and available("onnx-int8"):
-        quantize_int8(folder / ONNX_FILE, folder / INT8_FILE, samples)
-    if "openvino-int8" in formats and available("openvino-int8"):
-        quantized = quantize_openvino_int8(folder / ONNX_FILE, folder / OV_INT8_FILE, samples,
-                                           ref_masks, threshold=threshold, min_dice=min_dice)
-    for name in formats:
+    # ONNX first: if the export itself disagrees, nothing is quantised from it.
+    for name in sorted(formats, key=lambda n: n != "onnx"):
         if not available(name):
             results[name] = {"passed": False, "error": "runtime not installed"}
             continue
+        if name == "onnx-int8":
+            quantize_int8(folder / ONNX_FILE, folder / INT8_FILE, samples)
+        elif name == "openvino-int8":
+            quantized = quantize_openvino_int8(folder / ONNX_FILE, folder / OV_INT8_FILE,
+                                               samples, ref_masks, threshold=threshold,
+                                               min_dice=min_dice)
         # A copy each: torch-bf16 converts its network to channels-last in place.
         backend = open_backend(name, copy.deepcopy(net), folder)
         logits, cls = backend(samples)
@@ -361,6 +363,8 @@ def export(model_dir: str | os.PathLike[str], *, samples: np.ndarray,
             results[name].update(quantized)
         if not passed and name.endswith("int8") and not keep_refused:
             _remove(folder / FILES[name])
+        if name == "onnx" and not passed:
+            break
     if not results.get("onnx", {}).get("passed", True):
         for f in set(FILES.values()):
             _remove(folder / f)
