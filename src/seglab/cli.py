@@ -275,8 +275,11 @@ def export(
         help="Least mask agreement (Dice) with PyTorch fp32 a backend needs.", min=0,
         max=1)] = 0.995,
     max_prob_diff: Annotated[float, typer.Option(
-        help="Largest 99.9th-percentile pixel probability difference allowed.", min=0,
-        max=1)] = 0.02,
+        help="Largest change allowed in a probability decisions are made from (class "
+             "probability, cut-out gate confidence).", min=0, max=1)] = 0.02,
+    holdout: Annotated[float, typer.Option(
+        help="Share of the samples int8 is not calibrated on and must also agree on.",
+        min=0, max=0.9)] = 0.5,
 ) -> None:
     """Export to ONNX (and OpenVINO, int8), check each against PyTorch, record the fastest."""
     from seglab.backends import EXPORTS, sample_inputs
@@ -289,11 +292,13 @@ def export(
                           f"{', '.join(EXPORTS)}")
     batch = sample_inputs(model, samples or [], count=count, size=size)
     record = run_export(model, samples=batch, formats=formats, min_dice=min_dice,
-                        max_prob_diff=max_prob_diff)
+                        max_prob_diff=max_prob_diff, holdout=holdout)
     for name, r in record["backends"].items():
         verdict = "ok" if r.get("passed") else "REFUSED"
         detail = (f"mask Dice {r['mask_dice']:.4f}, {r['ms_per_image']:.1f} ms/image"
                   if "ms_per_image" in r else r.get("error", ""))
+        if "heldout_mask_dice" in r:
+            detail += f", held-out mask Dice {r['heldout_mask_dice']:.4f}"
         if r.get("fp32_convolutions"):
             detail += f", {len(r['fp32_convolutions'])} convolutions kept in fp32"
         if r.get("refused_because"):

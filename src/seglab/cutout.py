@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from seglab.gating import Decision, decide
+from seglab.modelfolder import ModelConfig
 from seglab.postprocess import clean, per_class
 from seglab.predict import Predictor
 from seglab.recipes import CleaningSpec, GateSpec
@@ -37,9 +38,10 @@ class Cutout:
             band = cv2.dilate(self.mask, np.ones((5, 5), np.uint8))
             alpha = np.clip(self.probs, 0, 1) * band
             alpha = np.maximum(alpha, self.mask.astype(np.float32))
-        else:
-            alpha = self.mask.astype(np.float32)
-        return np.dstack([self.image, (alpha * 255 + 0.5).astype(np.uint8)])
+            alpha8 = (alpha * 255 + 0.5).astype(np.uint8)
+        else:  # the mask is 0/1: no float image needed
+            alpha8 = self.mask.astype(np.uint8) * 255
+        return np.dstack([self.image, alpha8])
 
     def on_colour(self, colour: tuple[int, int, int], soft_edges: bool = False) -> np.ndarray:
         rgba = self.rgba(soft_edges).astype(np.float32)
@@ -55,12 +57,18 @@ class Cutout:
         return self.rgba(soft_edges) if colour is None else self.on_colour(colour, soft_edges)
 
 
-def _gate_and_cleaning(predictor: Predictor) -> tuple[GateSpec, CleaningSpec, float]:
-    config = predictor.config
+def judge(probs: np.ndarray, config: ModelConfig) -> tuple[np.ndarray, np.ndarray, Decision]:
+    """Threshold, clean and gate one ``(H, W)`` probability map as the model's config says.
+
+    Returns the raw mask, the cleaned mask and the gate's decision; ``export``
+    uses the same function to check that a backend leaves the verdict unchanged.
+    """
     gate = config.gate or GateSpec()
     cleaning = config.postprocess.cleaning or CleaningSpec()
     threshold = float(per_class(config.postprocess.threshold, 1)[0])
-    return gate, cleaning, threshold
+    raw = (probs >= threshold).astype(np.uint8)
+    mask = clean(raw, cleaning)
+    return raw, mask, decide(probs, mask, gate)
 
 
 def remove(predictor: Predictor, image: np.ndarray) -> Cutout:
@@ -69,13 +77,9 @@ def remove(predictor: Predictor, image: np.ndarray) -> Cutout:
 
 
 def remove_batch(predictor: Predictor, images: Sequence[np.ndarray]) -> list[Cutout]:
-    gate, cleaning, threshold = _gate_and_cleaning(predictor)
     out = []
     for image, (probs, _) in zip(images, predictor.probabilities(list(images)), strict=True):
-        p = probs[0]
-        raw = (p >= threshold).astype(np.uint8)
-        mask = clean(raw, cleaning)
-        out.append(Cutout(image, p, raw, mask, decide(p, mask, gate)))
+        out.append(Cutout(image, probs[0], *judge(probs[0], predictor.config)))
     return out
 
 
