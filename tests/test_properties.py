@@ -92,3 +92,40 @@ def test_gate_accepts_exactly_when_all_three_rules_hold(probs, lo, hi, min_conf)
     assert 0.0 <= d.confidence <= 1.0 and d.confidence == pytest.approx(conf, abs=1e-5)
     assert d.accepted == (lo <= area <= hi and conf >= min_conf)
     assert (d.reason == "") == d.accepted
+
+
+@FAST
+@given(arrays(np.float32, st.tuples(st.integers(1, 30), st.integers(1, 30)),
+              elements=st.floats(0, 1, width=32)), st.floats(0, 1))
+def test_confidence_equals_its_numpy_definition(probs, cut):
+    mask = probs >= cut
+    p = probs.astype(np.float64)
+    expected = (min(p[mask].mean(), 1 - (p[~mask].mean() if (~mask).any() else 0.0))
+                if mask.any() else 0.0)
+    assert confidence(probs, mask.astype(np.uint8)) == pytest.approx(expected, abs=1e-6)
+
+
+@FAST
+@given(arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40)),
+              elements=st.integers(0, 1)), st.integers(1, 40))
+def test_dropping_small_components_equals_relabelling(mask, min_pixels):
+    """The bounding-box fast path erases exactly the components a full relabel drops."""
+    import cv2
+
+    from seglab.postprocess import _drop_small
+
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= min_pixels
+    keep[0] = False
+    assert np.array_equal(_drop_small(mask, min_pixels), keep[labels].astype(np.uint8))
+
+
+@FAST
+@given(st.sampled_from([(), (3,), (4,)]), st.integers(1, 30), st.integers(1, 30),
+       st.integers(0, 9), st.data())
+def test_png_encoding_is_lossless_in_every_layout(channels, h, w, level, data):
+    from seglab.io import encode_png
+
+    array = data.draw(arrays(np.uint8, (h, w, *channels)))
+    decoded = np.asarray(Image.open(io.BytesIO(encode_png(array, level))))
+    assert np.array_equal(decoded, array)  # RGB(A) order kept, nothing lost

@@ -64,11 +64,22 @@ def clean(mask: np.ndarray, spec: CleaningSpec) -> np.ndarray:
 
 
 def _drop_small(mask: np.ndarray, min_pixels: float) -> np.ndarray:
+    """``mask`` (0/1) without the 8-connected components smaller than ``min_pixels``."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if count <= 1:
+    small = np.flatnonzero(stats[1:count, cv2.CC_STAT_AREA] < min_pixels) + 1
+    if not small.size:  # nothing to drop
         return mask
-    keep = stats[:, cv2.CC_STAT_AREA] >= min_pixels
-    if keep[1:].all():  # nothing to drop: skip relabelling the whole image
-        return mask
-    keep[0] = False  # label 0 is the background of `mask`
-    return keep[labels].astype(np.uint8)
+    x, y, w, h = (stats[small, k] for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP,
+                                             cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT))
+    if int((w * h).sum()) >= mask.size:  # boxes cover more than the image: relabel all
+        keep = np.ones(count, bool)
+        keep[0] = False  # label 0 is the background of `mask`
+        keep[small] = False
+        return keep[labels].astype(np.uint8)
+    # Erase each small component inside its own bounding box: small components have
+    # small boxes, and relabelling every pixel cost 30 ms on a 4-megapixel photo.
+    out = mask.copy()
+    for i, x0, y0, x1, y1 in zip(small.tolist(), x.tolist(), y.tolist(), (x + w).tolist(),
+                                 (y + h).tolist(), strict=True):
+        out[y0:y1, x0:x1][labels[y0:y1, x0:x1] == i] = 0
+    return out
