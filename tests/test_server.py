@@ -181,6 +181,9 @@ def test_cutout_accepts_or_keeps_the_original_with_the_reason(client):
     assert png.headers["x-seglab-accepted"] == "false"
     assert "below the 5% minimum" in png.headers["x-seglab-reason"]
     assert (np.asarray(Image.open(io.BytesIO(png.content))) == tiny).all()
+    rejected = client.post("/api/v1/cutout", files={"file": ("t.png", _png(tiny))}).json()
+    shown, original = (client.get(rejected[f"{f}_url"]).content for f in ("shown", "original"))
+    assert shown == original  # the original, encoded once and stored twice
     white = client.post("/api/v1/cutout?background=%23ffffff",
                         files={"file": ("ring.png", _png(sure))}).json()
     on_white = np.asarray(Image.open(io.BytesIO(client.get(white["cutout_url"]).content)))

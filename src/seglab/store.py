@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from seglab.io import write_image
+from seglab.io import encode_png, write_bytes_atomic
 
 KINDS = ("defects", "cutout")
 FILE_KINDS = ("original", "overlay", "cutout", "shown", "mask")
@@ -144,8 +144,11 @@ class Store:
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}")
         item_id = new_id()
+        encoded: dict[int, bytes] = {}  # a rejected cut-out's "shown" is the original itself
         for name, array in {"original": image, **files}.items():
-            write_image(self.file_path(item_id, name), array)
+            if id(array) not in encoded:
+                encoded[id(array)] = encode_png(array)
+            write_bytes_atomic(self.file_path(item_id, name), encoded[id(array)])
         item = Item(id=item_id, kind=kind, batch=batch, model=model, filename=filename[:255],
                     width=int(image.shape[1]), height=int(image.shape[0]), verdict=verdict,
                     score=float(score), result=json.loads(json.dumps(result)))
