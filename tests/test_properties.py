@@ -114,7 +114,7 @@ def test_dropping_small_components_equals_relabelling(mask, min_pixels):
 
     from seglab.postprocess import _drop_small
 
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_pixels
     keep[0] = False
     assert np.array_equal(_drop_small(mask, min_pixels), keep[labels].astype(np.uint8))
