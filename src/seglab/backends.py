@@ -162,14 +162,16 @@ def read_checks(folder: Path) -> dict[str, Any]:
         raise SeglabError(f"{path} is not valid JSON ({exc}); run seglab export again") from None
 
 
-def choose(folder: Path, requested: str = "auto") -> str:
+def choose(folder: Path, requested: str = "auto", record: dict[str, Any] | None = None
+           ) -> str:
     """``requested`` if named; for ``auto`` the fastest backend that passed ``export``'s check.
 
     A model folder that was never exported runs on the reference (PyTorch fp32).
+    ``record`` is ``backends.json`` when the caller has read it already.
     """
     if requested != "auto":
         return requested
-    checks = read_checks(folder).get("backends", {})
+    checks = (read_checks(folder) if record is None else record).get("backends", {})
     passed = [(c["ms_per_image"], name) for name, c in checks.items()
               if c.get("passed") and available(name)]
     return min(passed)[1] if passed else "torch"
@@ -299,9 +301,9 @@ def quantize_openvino_int8(fp32: Path, out: Path, calibration: np.ndarray,
             advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
                 max_num_iterations=max_reverted))
     convs = [op for op in quantized.get_ops() if op.get_type_name() == "Convolution"]
-    fp32 = sorted(op.get_friendly_name() for op in convs
+    kept = sorted(op.get_friendly_name() for op in convs
                   if op.input_value(0).get_node().get_type_name() != "FakeQuantize")
-    info.update(int8_convolutions=len(convs) - len(fp32), fp32_convolutions=fp32)
+    info.update(int8_convolutions=len(convs) - len(kept), fp32_convolutions=kept)
     # Written beside the target, then renamed: the .xml and its .bin appear together.
     tmp = out.with_name(f".{out.stem}.tmp.xml")
     ov.save_model(quantized, str(tmp), compress_to_fp16=False)
@@ -414,12 +416,12 @@ def _decisions(probs: np.ndarray, class_probs: np.ndarray, config: Any
 
     present, scores = [], []
     for p, c in zip(probs, class_probs, strict=True):
-        masks = binarize(p, c, config.postprocess)
-        flags, values = list(masks.reshape(len(masks), -1).any(axis=1)), list(c)
-        if config.gate is not None:
-            verdict = judge(p[0], config)[2]
-            flags.append(verdict.accepted)
-            values.append(verdict.confidence)
+        if config.gate is None:  # defects: which classes post-processing keeps
+            flags = list(binarize(p, c, config.postprocess).reshape(len(p), -1).any(axis=1))
+            values = list(c)
+        else:  # cut-out: the cleaned mask and verdict exactly as `cutout.remove` makes them
+            _, mask, verdict = judge(p[0], config)
+            flags, values = [mask.any(), verdict.accepted], [*c, verdict.confidence]
         present.append(flags)
         scores.append(values)
     return np.asarray(present, bool), np.asarray(scores, np.float64)

@@ -341,8 +341,6 @@ def encode_png(array: np.ndarray, compression: int = PNG_COMPRESSION) -> bytes:
     the encoding time and saved only a few percent of the size.
     """
     array = np.ascontiguousarray(array)
-    if array.dtype == bool:
-        array = array.astype(np.uint8) * 255
     if array.ndim == 3:  # OpenCV stores colour as BGR(A)
         code = cv2.COLOR_RGBA2BGRA if array.shape[2] == 4 else cv2.COLOR_RGB2BGR
         array = cv2.cvtColor(array, code)

@@ -155,10 +155,11 @@ def load_model(path: str | os.PathLike[str], device: str = "cpu", backend: str =
 
     folder = Path(path)
     net, config = modelfolder.load_net(folder)
-    name = backends.choose(folder, backend) if device == "cpu" else backend
+    record = backends.read_checks(folder)
+    name = backends.choose(folder, backend, record) if device == "cpu" else backend
     name = name if name != "auto" else "torch"
     runner = backends.open_backend(name, net, folder, device)
-    exported = backends.read_checks(folder).get("input_shape") if name in backends.FILES else None
+    exported = record.get("input_shape") if name in backends.FILES else None
     return Predictor(net, config, device=device, backend=runner,
                      input_size=exported[1:] if exported else None)
 
