@@ -154,3 +154,39 @@ def test_list_images_expands_folders_and_globs(tmp_path):
     assert [p.name for p in found] == ["a.png", "b.jpg", "c.webp"]
     assert [p.name for p in list_images(str(tmp_path / "*.jpg"))] == ["b.jpg"]
     assert list_images(tmp_path / "missing.png") == [tmp_path / "missing.png"]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_iter_images_reads_a_bounded_distance_ahead_and_keeps_order(tmp_path, workers):
+    """Memory stays bounded for any folder: decoding never runs more than `prefetch`
+    images ahead of the consumer, and a bad file is an entry in its place."""
+    from seglab.io import iter_images
+
+    paths = []
+    for i in range(12):
+        p = tmp_path / f"{i:02d}.png"
+        if i == 5:
+            p.write_bytes(b"not an image")
+        else:
+            Image.fromarray(np.full((4, 6, 3), i, np.uint8)).save(p)
+        paths.append(p)
+    pulled = 0
+
+    def feed():
+        nonlocal pulled
+        for p in paths:
+            pulled += 1
+            yield p
+
+    seen = []
+    for consumed, (path, image, error) in enumerate(iter_images(feed(), workers=workers,
+                                                                prefetch=3), start=1):
+        # With workers, at most prefetch-1 paths are in flight beyond the one just yielded.
+        assert (pulled - consumed <= 2) if workers else (pulled == consumed)
+        seen.append(path)
+        if path.name == "05.png":
+            assert image is None and "05.png" in error
+        else:
+            assert error is None and image.shape == (4, 6, 3)
+            assert int(image[0, 0, 0]) == int(path.stem)
+    assert seen == paths
