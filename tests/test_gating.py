@@ -57,3 +57,13 @@ def test_cleaning_removes_dot_and_line_keeps_object():
     assert out[95:98, 90:93].all()
     assert out[60:140, 50:130].mean() > 0.99
     assert out.sum() == pytest.approx(80 * 80, rel=0.01)
+
+
+def test_gate_reads_bool_and_strided_masks_like_uint8_ones():
+    probs, mask = _maps(2500, 0.995, 0.005)
+    reference = decide(probs, mask, GATE)
+    for other in (mask.astype(bool), mask * 255, np.asfortranarray(mask)):
+        assert decide(probs, other, GATE) == reference
+    wide_p = np.repeat(probs, 2, axis=1)[:, ::2]  # strided views of the same maps
+    wide_m = np.repeat(mask, 2, axis=1)[:, ::2]
+    assert decide(wide_p, wide_m, GATE) == reference
