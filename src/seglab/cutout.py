@@ -66,7 +66,7 @@ def judge(probs: np.ndarray, config: ModelConfig) -> tuple[np.ndarray, np.ndarra
     gate = config.gate or GateSpec()
     cleaning = config.postprocess.cleaning or CleaningSpec()
     threshold = float(per_class(config.postprocess.threshold, 1)[0])
-    raw = (probs >= threshold).astype(np.uint8)
+    raw = (probs >= threshold).view(np.uint8)
     mask = clean(raw, cleaning)
     return raw, mask, decide(probs, mask, gate)
 
