@@ -11,7 +11,7 @@ BROWSER := /usr/bin/chromium /usr/bin/chromedriver
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install --quiet --no-cache-dir -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

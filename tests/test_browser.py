@@ -97,6 +97,8 @@ def _loaded(driver, img) -> bool:
 
 def test_inspector_and_reviewer_flow(server, browser, shared_data):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.expected_conditions import staleness_of
+    from selenium.webdriver.support.wait import WebDriverWait
 
     strip = sorted((shared_data / "severstal-samples").glob("*.jpg"))[0]
     photo = sorted((shared_data / "jewellery-photos").glob("*.*"))[0]
@@ -138,7 +140,10 @@ def test_inspector_and_reviewer_flow(server, browser, shared_data):
     pending = len(browser.find_elements(By.CSS_SELECTOR, "#queue .tile"))
     assert pending >= 1
     _shot(browser, "4-review-queue")
-    browser.find_element(By.CSS_SELECTOR, "#queue button.confirm").click()
+    confirm = browser.find_element(By.CSS_SELECTOR, "#queue button.confirm")
+    confirm.click()
+    # The form posts and the page reloads; counting before the old page is gone races it.
+    WebDriverWait(browser, 20).until(staleness_of(confirm))
     assert len(browser.find_elements(By.CSS_SELECTOR, "#queue .tile")) == pending - 1
 
     # The statistics page counts the new strip and the decision.
