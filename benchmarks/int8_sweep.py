@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from run import _inputs, strips
+from run import _fit_bright, _inputs, strips
 
 SIZE = (256, 1600)
 CROP = 384  # a multiple of the encoder's stride 32
@@ -31,7 +31,6 @@ CROP = 384  # a multiple of the encoder's stride 32
 
 def fit_full_scale(steps: int, config: Any) -> torch.nn.Module:
     """The benchmark's 'bright regions' target, learned on full-resolution crops."""
-    import cv2
     import segmentation_models_pytorch as smp
 
     from seglab.models import SegmentationNet
@@ -39,26 +38,9 @@ def fit_full_scale(steps: int, config: Any) -> torch.nn.Module:
     torch.manual_seed(0)
     net = SegmentationNet(smp.Unet("resnet50", encoder_weights=None, classes=4,
                                    aux_params={"classes": 4, "dropout": 0.0}), 32, True)
-    full = torch.from_numpy(_inputs(strips(4), SIZE, config))
-    smooth = np.stack([cv2.GaussianBlur(g, (0, 0), SIZE[0] / 32) for g in full.mean(1).numpy()])
-    target = torch.zeros(len(full), 4, *SIZE)
-    target[:, 0] = torch.from_numpy(smooth > np.quantile(smooth, 0.8)).float()
-    opt = torch.optim.Adam(net.parameters(), 1e-3)
-    bce = torch.nn.functional.binary_cross_entropy_with_logits
-    rng = np.random.default_rng(0)
-    net.train()
-    for _ in range(steps):
-        cols = [int(rng.integers(0, (SIZE[1] - CROP) // 32 + 1)) * 32 for _ in full]
-        x = torch.stack([f[:, :, c:c + CROP] for f, c in zip(full, cols, strict=True)])
-        y = torch.stack([t[:, :, c:c + CROP] for t, c in zip(target, cols, strict=True)])
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits, classes = net(x)
-        loss = bce(logits.float(), y) + 0.4 * bce(classes.float(), y.amax((2, 3)))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    print(f"fitted: BCE {loss.item():.4f} after {steps} steps on {CROP}-wide crops", flush=True)
-    return net.eval()
+    loss = _fit_bright(net, strips(4), SIZE, config, steps=steps, crop=CROP)
+    print(f"fitted: BCE {loss:.4f} after {steps} steps on {CROP}-wide crops", flush=True)
+    return net
 
 
 def settings(names: list[str]) -> dict[str, dict[str, Any]]:

@@ -92,7 +92,8 @@ def bench_unet(repeats: int) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             config = modelfolder.ModelConfig.from_recipe(recipe)
             if not fitted:  # fitted once at 128x800; convolutions carry over to 256x1600
-                _fit_bright(net, images, size, config)
+                loss = _fit_bright(net, images, size, config)
+                print(f"unet     fitted: BCE {loss:.4f} after 60 steps", flush=True)
                 fitted = True
             batch, other = _inputs(images, size, config), _inputs(unseen, size, config)
             folder = modelfolder.save(Path(tmp) / "m", net, config)
@@ -144,12 +145,14 @@ def _inputs(images: list[np.ndarray], size: tuple[int, int], config) -> np.ndarr
 
 
 def _fit_bright(net: torch.nn.Module, images: list[np.ndarray], size: tuple[int, int],
-                config) -> None:
+                config, steps: int = 60, crop: int | None = None) -> float:
     """Adam steps toward 'bright region = class 1' until the masks are confident.
 
     Regions, not pixels: brightness is smoothed first, so the masks are blobs with
     clean edges as a trained defect model's are (a per-pixel brightness target
     gives speckle, where every boundary pixel is a coin toss for any backend).
+    With ``crop``, each step sees a seeded ``crop``-wide window of every image, the
+    way full-size Severstal models are trained. Returns the last loss.
     """
     import cv2
 
@@ -158,18 +161,24 @@ def _fit_bright(net: torch.nn.Module, images: list[np.ndarray], size: tuple[int,
     target = torch.zeros(len(x), 4, *size)
     target[:, 0] = torch.from_numpy(smooth > np.quantile(smooth, 0.8)).float()
     opt = torch.optim.Adam(net.parameters(), 1e-3)
-    net.train()
     bce = torch.nn.functional.binary_cross_entropy_with_logits
-    for _ in range(60):
+    rng = np.random.default_rng(0)
+    net.train()
+    for _ in range(steps):
+        xb, yb = x, target
+        if crop is not None:  # column offsets on the encoder's stride of 32
+            cols = [int(rng.integers(0, (size[1] - crop) // 32 + 1)) * 32 for _ in x]
+            xb = torch.stack([f[:, :, c:c + crop] for f, c in zip(x, cols, strict=True)])
+            yb = torch.stack([t[:, :, c:c + crop] for t, c in zip(target, cols, strict=True)])
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits, classes = net(x)
+            logits, classes = net(xb)
         # The classifier head learns which classes are present, as a trained one has.
-        loss = bce(logits.float(), target) + 0.4 * bce(classes.float(), target.amax((2, 3)))
+        loss = bce(logits.float(), yb) + 0.4 * bce(classes.float(), yb.amax((2, 3)))
         opt.zero_grad()
         loss.backward()
         opt.step()
     net.eval()
-    print(f"unet     fitted: BCE {loss.item():.4f} after 60 steps", flush=True)
+    return loss.item()
 
 
 def bench_cutout(repeats: int) -> None:
