@@ -61,12 +61,16 @@ class Augment(Strict):
 
 
 class BackgroundMix(Strict):
-    """Proportions of the four background kinds (normalised; a kind without photos is skipped)."""
+    """Proportions of the background kinds (normalised; a kind without photos is skipped)."""
 
     colour: Annotated[float, Field(ge=0)] = 0.25
     shapes: Annotated[float, Field(ge=0)] = 0.25
     rooms: Annotated[float, Field(ge=0)] = 0.25
     hands: Annotated[float, Field(ge=0)] = 0.25
+    studio: Annotated[float, Field(ge=0)] = 0.0
+    """Plain packshot sweeps: white, grey, beige or pastel gradients with a contact shadow."""
+    texture: Annotated[float, Field(ge=0)] = 0.0
+    """Fabric (velvet, linen weave) and wood grain, drawn procedurally."""
 
 
 class SynthSpec(Strict):
@@ -99,6 +103,14 @@ class SynthSpec(Strict):
     """``format: synthetic``: room photos relative to ``--data`` (skipped if absent)."""
     hands: str = "hands"
     """``format: synthetic``: photos of hands relative to ``--data`` (skipped if absent)."""
+    jpeg: Fraction = 0.0
+    """Share of composites re-encoded as JPEG (marketplace photos are JPEGs)."""
+    jpeg_quality: tuple[Annotated[int, Field(ge=5, le=100)], Annotated[int, Field(ge=5, le=100)]] \
+        = (40, 95)
+    noise: Fraction = 0.0
+    """Share of composites with Gaussian sensor noise (sigma 2-8 grey levels)."""
+    soften: Fraction = 0.0
+    """Share of composites slightly out of focus or shrunk and enlarged again."""
     samples_per_epoch: Annotated[int, Field(ge=1)] = 2000
     """``format: synthetic``: fresh composites drawn per training epoch."""
     val_samples: Annotated[int, Field(ge=1)] = 200

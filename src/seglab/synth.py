@@ -1,7 +1,9 @@
 """Synthetic jewellery composites: RGBA cut-outs pasted on four kinds of background.
 
 Backgrounds are blurred colour fields, blurred fields with abstract shapes, room
-photos and photos of hands. Each composite is drawn from its own seed
+photos, photos of hands, plain studio sweeps (white, grey, beige, pastel) with a
+contact shadow, and fabric or wood textures; the finished photo may be softened,
+noisy or JPEG-compressed as marketplace photos are. Each composite is drawn from its own seed
 (``seed`` and index), so a composite is the same whichever process makes it,
 and a run is reproducible byte for byte. The compositing itself is written by
 hand on OpenCV/numpy because it must follow the alpha channel exactly (the
@@ -23,7 +25,8 @@ from seglab.errors import ImageReadError, SeglabError
 from seglab.io import IMAGE_SUFFIXES, list_images, read_image, write_image, write_text_atomic
 from seglab.recipes import SynthSpec
 
-KINDS = ("colour", "shapes", "rooms", "hands")
+# New kinds go at the end: a zero share then leaves older recipes' streams unchanged.
+KINDS = ("colour", "shapes", "rooms", "hands", "studio", "texture")
 
 
 @dataclass
@@ -130,6 +133,78 @@ def photo_background(rng: np.random.Generator, paths: Sequence[Path], size: tupl
     return _blur(np.ascontiguousarray(crop), rng.uniform(0, low + (high - low) / 3))
 
 
+# Studio sweep base colours (RGB): white, off-whites, greys, beige/cream, soft pastels.
+_STUDIO = np.array([[250, 250, 250], [242, 242, 238], [228, 228, 228], [205, 205, 208],
+                    [160, 160, 165], [236, 226, 208], [222, 206, 184], [245, 238, 226],
+                    [232, 222, 230], [214, 228, 236], [226, 236, 222], [40, 40, 42]], np.float32)
+
+
+def studio_field(rng: np.random.Generator, size: tuple[int, int], spec: SynthSpec
+                 ) -> np.ndarray:
+    """A packshot sweep: one plain colour, lighter at the top or centre, with faint grain."""
+    h, w = size
+    base = _STUDIO[int(rng.integers(len(_STUDIO)))] + rng.normal(0, 6, 3)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if rng.random() < 0.5:  # vertical sweep: light falls from above
+        light = 1 - rng.uniform(0.0, 0.18) * yy / h
+    else:  # vignette around a bright spot
+        cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
+        dist = np.hypot((yy - cy) / h, (xx - cx) / w)
+        light = 1 - rng.uniform(0.0, 0.3) * dist
+    img = base[None, None] * light[..., None] + rng.normal(0, rng.uniform(0.5, 3), (h, w, 1))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def texture_field(rng: np.random.Generator, size: tuple[int, int], spec: SynthSpec
+                  ) -> np.ndarray:
+    """Fabric (velvet or a weave) or wood grain, the surfaces jewellery is laid on."""
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    low = cv2.resize(rng.normal(0, 1, (6, 6)).astype(np.float32), (w, h),
+                     interpolation=cv2.INTER_CUBIC)
+    kind = int(rng.integers(3))
+    if kind == 0:  # velvet: deep colour, soft folds of light
+        colour = rng.uniform([10, 10, 10], [140, 60, 120])[rng.permutation(3)]
+        shade = 1 + 0.35 * low
+    elif kind == 1:  # linen or satin weave: fine crossing threads
+        colour = rng.uniform(60, 240, 3)
+        period = rng.uniform(2.5, 7)
+        weave = np.sin(2 * np.pi * xx / period) * np.sin(2 * np.pi * yy / period)
+        shade = 1 + 0.12 * weave + 0.15 * low
+    else:  # wood: warped growth rings along the grain
+        colour = np.array([rng.uniform(90, 200), rng.uniform(55, 130), rng.uniform(25, 80)])
+        along = xx if rng.random() < 0.5 else yy
+        rings = np.sin(2 * np.pi * (along / rng.uniform(6, 20) + 2.5 * low))
+        shade = 1 + 0.18 * rings + 0.1 * low
+    img = colour[None, None] * shade[..., None] + rng.normal(0, 4, (h, w, 3))
+    img = cv2.warpAffine(np.clip(img, 0, 255).astype(np.uint8),
+                         cv2.getRotationMatrix2D((w / 2, h / 2), float(rng.uniform(0, 180)),
+                                                 1.5), (w, h), borderMode=cv2.BORDER_REFLECT)
+    return _blur(img, rng.uniform(0, spec.background_blur[0]))
+
+
+def degrade(image: np.ndarray, rng: np.random.Generator, spec: SynthSpec) -> np.ndarray:
+    """What cameras and marketplaces do to a photo: soft focus, sensor noise, JPEG."""
+    if spec.soften and rng.random() < spec.soften:
+        if rng.random() < 0.5:
+            image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.4, 1.2))
+        else:
+            h, w = image.shape[:2]
+            f = rng.uniform(0.4, 0.8)
+            small = cv2.resize(image, (max(8, int(w * f)), max(8, int(h * f))),
+                               interpolation=cv2.INTER_AREA)
+            image = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    if spec.noise and rng.random() < spec.noise:
+        noisy = image.astype(np.float32) + rng.normal(0, rng.uniform(2, 8), image.shape)
+        image = np.clip(noisy, 0, 255).astype(np.uint8)
+    if spec.jpeg and rng.random() < spec.jpeg:
+        quality = int(rng.integers(spec.jpeg_quality[0], spec.jpeg_quality[1] + 1))
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if ok:  # channel order does not matter for a round trip through JPEG
+            image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    return image
+
+
 def _jitter(rgb: np.ndarray, rng: np.random.Generator, spec: SynthSpec) -> np.ndarray:
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV).astype(np.float32)
     hsv[..., 0] = (hsv[..., 0] + rng.uniform(-spec.jitter_hue, spec.jitter_hue) * 180) % 180
@@ -151,8 +226,12 @@ class Composite:
 
 
 def compose(rng: np.random.Generator, fg: Foreground, background: np.ndarray,
-            spec: SynthSpec) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Paste one cut-out on a background: scale, rotate, flip, place, jitter, shadow."""
+            spec: SynthSpec, shadow_p: float | None = None
+            ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Paste one cut-out on a background: scale, rotate, flip, place, jitter, shadow.
+
+    ``shadow_p`` overrides ``spec.shadow`` (studio sweeps nearly always show one).
+    """
     h, w = background.shape[:2]
     rgba = fg.rgba
     if rng.random() < spec.flip:
@@ -191,12 +270,13 @@ def compose(rng: np.random.Generator, fg: Foreground, background: np.ndarray,
     rgb = _jitter(np.ascontiguousarray(layer[..., :3]), rng, spec)
     alpha = layer[..., 3].astype(np.float32) / 255
     out = background.astype(np.float32)
-    shadow = rng.random() < spec.shadow
+    shadow = rng.random() < (spec.shadow if shadow_p is None else shadow_p)
     if shadow:
         shift = rng.integers(-max(2, w // 40), max(3, w // 40) + 1, size=2)
         soft = cv2.GaussianBlur(np.roll(alpha, tuple(int(s) for s in shift), axis=(0, 1)),
                                 (0, 0), max(1.0, w / 100))
-        out *= 1 - 0.45 * soft[..., None]
+        strength = 0.45 if shadow_p is None else float(rng.uniform(0.15, 0.6))
+        out *= 1 - strength * soft[..., None]
     out = out * (1 - alpha[..., None]) + rgb.astype(np.float32) * alpha[..., None]
     params = {"angle": round(angle, 3), "target_area": round(target, 4),
               "scale": round(float(scale), 4), "top": top, "left": left,
@@ -213,7 +293,7 @@ class Synthesizer:
         self.foregrounds = list(foregrounds)
         self.photos = {"rooms": list(rooms), "hands": list(hands)}
         self.seed = seed
-        weights = np.array([getattr(spec.mix, k) if k in ("colour", "shapes")
+        weights = np.array([getattr(spec.mix, k) if k not in self.photos
                             or self.photos[k] else 0.0 for k in KINDS], dtype=np.float64)
         if weights.sum() <= 0:
             raise SeglabError("the background mix gives no background kind a positive share")
@@ -227,11 +307,17 @@ class Synthesizer:
             bg = colour_field(rng, size, self.spec)
         elif kind == "shapes":
             bg = shapes_field(rng, size, self.spec)
+        elif kind == "studio":
+            bg = studio_field(rng, size, self.spec)
+        elif kind == "texture":
+            bg = texture_field(rng, size, self.spec)
         else:
             bg = photo_background(rng, self.photos[kind], size, self.spec)
         fg_index = int(rng.integers(len(self.foregrounds)))
         fg = self.foregrounds[fg_index]
-        image, alpha, params = compose(rng, fg, bg, self.spec)
+        image, alpha, params = compose(rng, fg, bg, self.spec,
+                                       shadow_p=0.85 if kind == "studio" else None)
+        image = degrade(image, rng, self.spec)
         mask = (alpha > 127).astype(np.uint8)
         params.update({"index": index, "seed": self.seed, "background": kind,
                        "foreground": fg.name, "area_fraction": round(float(mask.mean()), 4)})
