@@ -4,10 +4,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.seglab-installed
 DEMO_OUT ?= demo-output
+DATA ?= ../shared/data
+# Zoo recipes at CPU scale by default; `make zoo ZOO_SCALE=` trains the accelerator-sized
+# jewellery recipe (bf16, 320x320, batch 32) on a GPU machine.
+ZOO_SCALE ?= -cpu
+ZOO_RUNS ?= runs/zoo
 
 BROWSER := /usr/bin/chromium /usr/bin/chromedriver
 
-.PHONY: install demo test lint bench clean browser serve
+.PHONY: install demo test lint bench clean browser serve zoo zoo-jewellery-cutout zoo-steel-defects
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +38,19 @@ test: $(STAMP) $(BROWSER)
 	$(BIN)/python -m pytest -q
 
 serve: $(STAMP)
-	$(BIN)/seglab serve $(DEMO_OUT)/run/model $(DEMO_OUT)/run-cutout/model --data-dir $(DEMO_OUT)/service
+	$(BIN)/seglab serve --data-dir $(DEMO_OUT)/service
+
+# One command per zoo model: train (resumes after a kill), measure on held-out data, pack
+# the fp16 folder into src/seglab/zoo/NAME with its card.
+zoo: zoo-jewellery-cutout zoo-steel-defects
+
+zoo-jewellery-cutout: $(STAMP)
+	$(BIN)/seglab train jewellery-cutout$(ZOO_SCALE) --data $(DATA) --out $(ZOO_RUNS)/jewellery-cutout --resume
+	$(BIN)/python tools/release_zoo.py jewellery-cutout $(ZOO_RUNS)/jewellery-cutout/model --data $(DATA)
+
+zoo-steel-defects: $(STAMP)
+	$(BIN)/seglab train steel-defects --data $(DATA)/neu-seg --out $(ZOO_RUNS)/steel-defects --resume
+	$(BIN)/python tools/release_zoo.py steel-defects $(ZOO_RUNS)/steel-defects/model --data $(DATA)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

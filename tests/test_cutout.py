@@ -25,8 +25,8 @@ SMALL = SynthSpec(size=(64, 64), max_side=128)
 def foregrounds(shared_data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("fg")
     src = sorted((shared_data / "jewellery-cutouts").rglob("*.png"))[:4]
-    for p in src:
-        (folder / p.name).write_bytes(p.read_bytes())
+    for i, p in enumerate(src):  # names repeat across source folders: number the copies
+        (folder / f"{i}-{p.name}").write_bytes(p.read_bytes())
     Image.new("RGB", (40, 40), (200, 10, 10)).save(folder / "opaque.png")  # no alpha
     return folder
 
@@ -87,7 +87,7 @@ def test_remove_accepts_a_sure_cutout_and_keeps_the_original_otherwise(tmp_path)
     image = np.random.default_rng(0).integers(0, 255, (100, 100, 3), dtype=np.uint8)
     probs = np.full((100, 100), 0.001, np.float32)
     probs[20:70, 30:80] = 0.999  # 25% of the image
-    result = remove(_Planted(base, probs), image)
+    result = remove(image, _Planted(base, probs))
     # The 3x3 elliptic opening rounds off the square's 4 corner pixels: 2496 remain.
     assert result.decision.accepted and result.decision.area_fraction == 0.2496
     mean_out = (7500 * 0.001 + 4 * 0.999) / 7504
@@ -99,7 +99,7 @@ def test_remove_accepts_a_sure_cutout_and_keeps_the_original_otherwise(tmp_path)
     assert (on_white[0, 0] == 255).all() and (on_white[40, 50] == image[40, 50]).all()
     unsure = probs.copy()
     unsure[20:70, 30:80] = 0.9
-    rejected = remove(_Planted(base, unsure), image)
+    rejected = remove(image, _Planted(base, unsure))
     assert not rejected.decision.accepted
     assert rejected.decision.reason == "confidence 0.900 is below 0.98"
     assert rejected.shown() is image
@@ -182,7 +182,11 @@ def test_on_the_fly_synthetic_data_is_fresh_each_epoch_and_reproducible(shared_d
     assert (len(train_set), len(val_set)) == (6, 3)
     train_names = {f.name for f in train_set.synth.foregrounds}
     val_names = {f.name for f in val_set.synth.foregrounds}
-    assert not train_names & val_names and len(val_names) == 10  # a quarter of 40, held back
+    # Cut-outs are told apart by relative path: several folders hold a `1.png`.
+    usable = len(train_set.synth.foregrounds) + len(val_set.synth.foregrounds)
+    assert len(train_names | val_names) == usable and usable > 200
+    assert not train_names & val_names and len(val_names) == round(usable / 4)  # held back
+    assert sum(n.endswith("/1.png") for n in train_names | val_names) > 1
     assert not train_set.synth.photos["hands"] and train_set.synth.photos["rooms"]
     first = train_set.load(0)[0]
     assert (train_set.load(0)[0] == first).all()  # same epoch, same composite
@@ -196,3 +200,31 @@ def test_on_the_fly_synthetic_data_is_fresh_each_epoch_and_reproducible(shared_d
     assert (again.load(0)[0] == train_set.load(0)[0]).all()  # reproducible across runs
     sample = train_set[0]
     assert sample["image"].shape == (3, 64, 64) and set(sample["mask"].unique().tolist()) <= {0, 1}
+
+
+def test_loader_workers_draw_the_current_epochs_composites(shared_data, tmp_path):
+    from seglab.datasets import synthetic_split
+    from seglab.train import make_loaders
+
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "cutouts").symlink_to(
+        shared_data / "jewellery-cutouts" / "ameyashrikant__Capstone-Project--AR-JewelFit-")
+    no_aug = {"hflip": 0, "vflip": 0, "brightness_contrast": 0, "shift_scale": 0}
+    recipe = load_recipe("jewellery-unet-effb3", {
+        "train": {"num_workers": 1, "batch_size": 2},
+        "data": {"format": "synthetic", "input_size": [32, 32], "val_fraction": 0.5,
+                 "augment": no_aug,
+                 "synth": {"size": [32, 32], "foregrounds": "cutouts", "rooms": "none",
+                           "hands": "none", "samples_per_epoch": 2, "val_samples": 2}}})
+    train_set, val_set = synthetic_split(recipe.data, root)
+    loader, _ = make_loaders(recipe, train_set, val_set, None)
+    assert not loader.persistent_workers
+    seen = []
+    for epoch in (0, 1):
+        loader.sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        seen.append(next(iter(loader))["image"])
+        direct = train_set[int(next(iter(loader.sampler)))]["image"]
+        assert any(bool((direct == img).all()) for img in seen[-1])  # worker == main process
+    assert not (seen[0] == seen[1]).all()

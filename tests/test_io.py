@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,3 +191,19 @@ def test_iter_images_reads_a_bounded_distance_ahead_and_keeps_order(tmp_path, wo
             assert error is None and image.shape == (4, 6, 3)
             assert int(image[0, 0, 0]) == int(path.stem)
     assert seen == paths
+
+
+def test_output_names_keep_same_named_files_from_different_folders_apart():
+    from seglab.io import output_names
+
+    paths = [Path("shop-a/1.png"), Path("shop-b/1.png"), Path("shop-a/ring.jpg"),
+             Path("x/shop-c/2.png"), Path("y/shop-c/2.png")]
+    names = output_names(paths)
+    assert names[Path("shop-a/ring.jpg")] == "ring"  # unique stems stay as they are
+    assert names[Path("shop-a/1.png")] == "shop-a__1"
+    assert names[Path("shop-b/1.png")] == "shop-b__1"
+    assert names[Path("x/shop-c/2.png")] == "x__shop-c__2"
+    assert len(set(names.values())) == len(paths)
+    # Same stem, different suffix in one folder: still distinct.
+    pair = output_names([Path("a/1.png"), Path("a/1.jpg")])
+    assert len(set(pair.values())) == 2

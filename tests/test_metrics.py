@@ -91,3 +91,22 @@ def test_score_reports_empty_baseline_and_defective_dice():
     assert m["mean_dice_defective"] == pytest.approx(80 / 90)
     det = m["per_class"]["c"]["detection"]
     assert (det["tp"], det["fp"], det["fn"], det["tn"]) == (1, 1, 0, 1)
+
+
+def test_pooled_iou_sums_pixels_over_images_after_post_processing():
+    from seglab.evaluate import pooled_iou
+
+    # Same four images as the tuning test. At threshold 0.7 with min area 35, image 3's
+    # 30 px of noise is dropped: intersection 40, union 40 + 50 - 40 = 50 -> IoU 0.8.
+    col = _collected([0.3, 0.7], [[[150], [10], [20], [30]], [[40], [0], [0], [30]]],
+                     [[[50], [0], [0], [0]], [[40], [0], [0], [0]]],
+                     [[50], [0], [0], [0]], [[0.9], [0.2], [0.3], [0.8]])
+    spec = PostprocessSpec(threshold=0.7, min_area=35, classifier_threshold=0.0)
+    assert pooled_iou(col, spec) == {"c": pytest.approx(0.8)}
+    # Without the minimum area the noise joins the union: 40 / (70 + 50 - 40) = 0.5.
+    loose = PostprocessSpec(threshold=0.7, min_area=0, classifier_threshold=0.0)
+    assert pooled_iou(col, loose)["c"] == pytest.approx(0.5)
+    assert score(col, loose)["mean_iou"] == pytest.approx(0.5)
+    # Nothing predicted and nothing true: undefined, not perfect.
+    empty = _collected([0.5], [[[0]]], [[[0]]], [[0]], [[0.1]])
+    assert pooled_iou(empty, PostprocessSpec(threshold=0.5))["c"] is None

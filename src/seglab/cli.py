@@ -122,7 +122,7 @@ def _print_metrics(metrics: dict) -> None:
 @app.command()
 @_friendly
 def evaluate(
-    model: Annotated[Path, typer.Argument(help="Model folder.")],
+    model: Annotated[str, typer.Argument(help="Model folder or zoo name (`seglab models`).")],
     data: Annotated[Path, typer.Option(help="Labelled data folder.")],
     out: Annotated[Path | None, typer.Option(help="Where metrics and plots go.")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="Data layout if not the "
@@ -135,23 +135,25 @@ def evaluate(
     ids: Annotated[Path | None, typer.Option(help="Text file: one image id per line.")] = None,
 ) -> None:
     """Evaluate a model on labelled data: metrics.json and plots (tune: update the model)."""
+    from seglab import zoo
     from seglab.evaluate import document, open_for_model
     from seglab.modelfolder import read_config
 
-    config = read_config(model)
+    folder = zoo.resolve(model)
+    config = read_config(folder)
     id_list = [s.strip() for s in ids.read_text().splitlines() if s.strip()] if ids else None
     dataset = open_for_model(config, str(data), fmt, id_list)
-    metrics = document(str(model), dataset, dataset_name=str(data), tune_first=tune,
-                       factors=factors, tta=tta, out_dir=str(out or model / "evaluation"),
+    metrics = document(str(folder), dataset, dataset_name=str(data), tune_first=tune,
+                       factors=factors, tta=tta, out_dir=str(out or folder / "evaluation"),
                        update_model=tune)
     _print_metrics(metrics)
-    typer.echo(f"written: {out or model / 'evaluation'}/metrics.json")
+    typer.echo(f"written: {out or folder / 'evaluation'}/metrics.json")
 
 
 @app.command()
 @_friendly
 def predict(
-    model: Annotated[Path, typer.Argument(help="Model folder.")],
+    model: Annotated[str, typer.Argument(help="Model folder or zoo name (`seglab models`).")],
     images: Annotated[list[str], typer.Argument(help="Files, folders or globs.")],
     out: Annotated[Path, typer.Option(help="Output folder.")],
     layout: Annotated[str, typer.Option(help="Submission CSV layout: split "
@@ -215,9 +217,13 @@ def synth(
 @app.command()
 @_friendly
 def cutout(
-    model: Annotated[Path, typer.Argument(help="Cut-out model folder.")],
-    images: Annotated[list[str], typer.Argument(help="Files, folders or globs.")],
-    out: Annotated[Path, typer.Option(help="Output folder.")],
+    inputs: Annotated[list[str], typer.Argument(
+        help="[MODEL] IMAGES...: files, folders or globs, optionally after a cut-out model "
+             "folder or zoo name (default: the zoo's jewellery-cutout).",
+        metavar="[MODEL] IMAGES...")],
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("cutouts"),
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="Cut-out model folder or zoo name.")] = None,
     bg_color: Annotated[str | None, typer.Option(help="Put cut-outs on this colour "
                                                  "(#ffffff) instead of transparency.")] = None,
     soft_edges: Annotated[bool, typer.Option(help="Keep soft alpha edges.")] = False,
@@ -230,10 +236,16 @@ def cutout(
                       ] = False,
 ) -> None:
     """Cut products out of photos; show a cut-out only when the confidence gate accepts it."""
+    from seglab import zoo
     from seglab.cutout import cutout_files, parse_colour
     from seglab.predict import load_model
 
-    predictor = load_model(model, backend=backend)
+    images = list(inputs)
+    if model is None and len(images) > 1 and _is_model(images[0]):
+        model = images.pop(0)
+    predictor = load_model(model or zoo.DEFAULT_CUTOUT, backend=backend)
+    if predictor.config.task != "cutout":
+        raise SeglabError(f"{model} is a {predictor.config.task} model, not a cut-out model")
     summary = cutout_files(predictor, images, out, background=parse_colour(bg_color),
                            soft_edges=soft_edges, mask_only=mask_only, review=review,
                            workers=workers, resume=resume)
@@ -244,7 +256,7 @@ def cutout(
 @app.command("gate-report")
 @_friendly
 def gate_report_cmd(
-    model: Annotated[Path, typer.Argument(help="Cut-out model folder.")],
+    model: Annotated[str, typer.Argument(help="Cut-out model folder or zoo name.")],
     data: Annotated[Path, typer.Option(help="Labelled photos: images/ + masks/, or RGBA.")],
     out: Annotated[Path, typer.Option(help="Where the report goes.")],
 ) -> None:
@@ -261,7 +273,7 @@ def gate_report_cmd(
 @app.command()
 @_friendly
 def export(
-    model: Annotated[Path, typer.Argument(help="Model folder.")],
+    model: Annotated[str, typer.Argument(help="Model folder or zoo name (`seglab models`).")],
     samples: Annotated[list[Path] | None, typer.Option(
         help="Images to check agreement and calibrate int8 on (files, folders, globs).")] = None,
     format_: Annotated[list[str] | None, typer.Option(
@@ -282,9 +294,11 @@ def export(
         min=0, max=0.9)] = 0.5,
 ) -> None:
     """Export to ONNX (and OpenVINO, int8), check each against PyTorch, record the fastest."""
+    from seglab import zoo
     from seglab.backends import EXPORTS, sample_inputs
     from seglab.backends import export as run_export
 
+    model = zoo.resolve(model)
     formats = format_ or list(EXPORTS)
     unknown = [f for f in formats if f not in EXPORTS]
     if unknown:
@@ -312,7 +326,8 @@ def export(
 @app.command()
 @_friendly
 def serve(
-    models: Annotated[list[Path], typer.Argument(help="Model folders (defect and/or cut-out).")],
+    models: Annotated[list[str] | None, typer.Argument(
+        help="Model folders or zoo names (defect and/or cut-out); none: the whole zoo.")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     data_dir: Annotated[Path, typer.Option(help="Uploads, outputs and the SQLite file.")] = Path(
@@ -325,9 +340,14 @@ def serve(
     max_concurrent: Annotated[int | None, typer.Option(help="Inferences at once.")] = None,
 ) -> None:
     """Run the web service: JSON API under /api/v1, pages for people at /."""
+    from seglab import zoo
     from seglab.recipes import load_server_spec
     from seglab.server import serve as run_server
 
+    models = [str(zoo.resolve(m)) for m in models] if models else [
+        str(zoo.resolve(n)) for n in zoo.names()]
+    if not models:
+        raise SeglabError("no model to serve: name model folders, or install seglab with its zoo")
     overrides = {k: v for k, v in {"max_upload_mb": max_upload_mb,
                                    "max_concurrent": max_concurrent}.items() if v is not None}
     spec = load_server_spec(config, overrides)
@@ -342,11 +362,58 @@ def demo(
     out: Annotated[Path, typer.Option(help="Where the demo writes everything.")] = Path(
         "demo-output"),
     images: Annotated[int, typer.Option(help="Generated strips.", min=8)] = 64,
+    steel_data: Annotated[Path | None, typer.Option(
+        help="NEU-Seg folder for the steel zoo model (default: ../shared/data/neu-seg if "
+             "there).")] = None,
 ) -> None:
-    """The main job on bundled data: generate strips, train, tune, evaluate, predict, card."""
+    """Train a small model on generated strips, then run the zoo's models on new photos."""
     from seglab.demo import run_demo
 
-    run_demo(out, images)
+    run_demo(out, images, steel_data)
+
+
+@app.command()
+@_friendly
+def models() -> None:
+    """List the zoo's ready models with their held-out figures and cards."""
+    from seglab import zoo
+
+    for entry in zoo.entries():
+        typer.echo(f"{entry.name:18s} {entry.task:8s} {entry.architecture:22s} "
+                   f"{entry.parameters / 1e6:5.1f} M parameters, {entry.size_mb:.0f} MB, "
+                   f"classes: {', '.join(entry.classes)}")
+        for key, value in entry.figures.items():
+            shown = f"{value:.4g}" if isinstance(value, float) else value
+            typer.echo(f"    {key}: {shown}")
+        typer.echo(f"    card: {entry.card}")
+
+
+@app.command()
+@_friendly
+def pack(
+    model: Annotated[Path, typer.Argument(help="Trained model folder.")],
+    out: Annotated[Path, typer.Argument(help="Released model folder to write.")],
+    name: Annotated[str, typer.Option(help="The released name (a zoo name).")],
+    figures: Annotated[Path | None, typer.Option(
+        help="JSON file of held-out figures for `seglab models` to list.")] = None,
+    max_shard_mb: Annotated[float, typer.Option(help="Largest weights file.", min=1)] = 16.0,
+    fp32: Annotated[bool, typer.Option(help="Keep fp32 weights (default: fp16).")] = False,
+) -> None:
+    """Release a trained model: fp16 weights in shards, card and reports, under a name."""
+    import json
+
+    from seglab.modelfolder import pack as run_pack
+
+    numbers = json.loads(figures.read_text(encoding="utf-8")) if figures else None
+    folder = run_pack(model, out, name=name, half=not fp32, max_shard_mb=max_shard_mb,
+                      figures=numbers)
+    typer.echo(f"released {name} in {folder}")
+
+
+def _is_model(text: str) -> bool:
+    from seglab import zoo
+
+    return (Path(text) / "config.json").is_file() or zoo.is_zoo_name(text)
 
 
 def run() -> None:  # pragma: no cover - console entry point helper

@@ -1,8 +1,8 @@
 """Background removal: probability map -> threshold -> cleaning -> gate -> what a person sees.
 
-``remove(predictor, image)`` mirrors ``rembg.remove``: one image in, one
-:class:`Cutout` out. ``cutout_files`` runs folders and writes the cut-outs, masks,
-a results table, the review sheet and the gate report.
+``remove(image)`` mirrors ``rembg.remove``: one image in (the zoo's cut-out
+model by default), one :class:`Cutout` out. ``cutout_files`` runs folders and
+writes the cut-outs, masks, a results table, the review sheet and the gate report.
 """
 
 from __future__ import annotations
@@ -71,9 +71,30 @@ def judge(probs: np.ndarray, config: ModelConfig) -> tuple[np.ndarray, np.ndarra
     return raw, mask, decide(probs, mask, gate)
 
 
-def remove(predictor: Predictor, image: np.ndarray) -> Cutout:
-    """Cut the foreground out of one RGB image and decide whether to show it."""
-    return remove_batch(predictor, [image])[0]
+_LOADED: dict[str, Predictor] = {}
+"""Models ``remove`` has loaded by name, kept for the next call (like rembg's sessions)."""
+
+
+def remove(image: np.ndarray | str | os.PathLike[str],
+           model: Predictor | str | os.PathLike[str] | None = None) -> Cutout:
+    """Cut the foreground out of one RGB image (array or file) and decide whether to show it.
+
+    ``model`` is a loaded :class:`Predictor`, a model folder or a zoo name; the
+    default is the zoo's ``jewellery-cutout``, loaded once and kept.
+    """
+    from seglab import zoo
+    from seglab.io import read_image
+
+    if not isinstance(image, np.ndarray):
+        image = read_image(image)
+    if model is None or isinstance(model, str | os.PathLike):
+        key = str(model or zoo.DEFAULT_CUTOUT)
+        if key not in _LOADED:
+            from seglab.predict import load_model
+
+            _LOADED[key] = load_model(key, backend="auto")
+        model = _LOADED[key]
+    return remove_batch(model, [image])[0]
 
 
 def remove_batch(predictor: Predictor, images: Sequence[np.ndarray]) -> list[Cutout]:
@@ -123,13 +144,16 @@ def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
         atomic_write,
         image_batches,
         list_images,
+        output_names,
         write_image,
         write_text_atomic,
     )
 
     out = Path(out)
     log = JsonLines(out / "results.jsonl", resume=resume)
-    paths = log.pending(list_images(*inputs))
+    every = list_images(*inputs)
+    stems = output_names(every)
+    paths = log.pending(every)
     errors, kept = [], []
     bar = tqdm(total=len(paths), desc="cutout", unit="img", disable=not progress)
     skipped = 0
@@ -139,7 +163,7 @@ def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
             cuts = remove_batch(predictor, [img for _, img in good]) if good else []
             rows = []
             for (path, _), cut in zip(good, cuts, strict=True):
-                stem = path.stem
+                stem = stems[path]
                 write_image(out / "masks" / f"{stem}.png", cut.mask * 255)
                 if not mask_only:
                     cut_img = cut.rgba(soft_edges) if background is None else cut.on_colour(
@@ -147,7 +171,7 @@ def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
                     write_image(out / "cutouts" / f"{stem}.png", cut_img)
                     write_image(out / "shown" / f"{stem}.png",
                                 cut.shown(background, soft_edges))
-                rows.append({"image": path.name, "path": str(path),
+                rows.append({"image": path.name, "path": str(path), "output": stem,
                              **cut.decision.as_dict()})
                 if review and len(kept) < review_limit:
                     from seglab.report import review_row
@@ -160,7 +184,7 @@ def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
         bar.close()
         log.close()
     rows = list(log.rows())  # a few numbers per image: small even for 100,000 images
-    summary = {"model": predictor.config.recipe, "images": len(rows),
+    summary = {"model": predictor.config.display_name, "images": len(rows),
                "accepted": sum(r["accepted"] for r in rows), "errors": errors,
                "results": "results.jsonl",
                "gate": (predictor.config.gate or GateSpec()).model_dump()}
@@ -208,7 +232,7 @@ def gate_report(predictor: Predictor, dataset, out: str | os.PathLike[str], *, n
     rows = []
     for i in tqdm(range(len(dataset)), desc="gate report", unit="img", disable=not progress):
         image, mask = dataset.load(i)
-        cut = remove(predictor, image)
+        cut = remove(image, predictor)
         rows.append({"image": dataset.items[i].id, "iou": round(iou(cut.mask, mask[..., 0]), 5),
                      **cut.decision.as_dict()})
     conf = np.array([r["confidence"] for r in rows])

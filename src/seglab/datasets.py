@@ -291,8 +291,8 @@ class SyntheticDataset(SegmentationDataset):
 
     Item ``i`` of epoch ``e`` is composite ``e * len + i`` of the synthesizer's
     seeded stream, so every epoch sees new composites and a run is reproducible.
-    (The trainer calls :meth:`set_epoch`; with ``num_workers > 0`` each worker keeps
-    its own copy, so keep ``num_workers: 0`` for fresh composites every epoch.)
+    (The trainer calls :meth:`set_epoch` before each epoch and starts its loader
+    workers anew each epoch, so worker processes see the epoch too.)
     """
 
     def __init__(self, synth, length: int, spec: DataSpec | None = None,

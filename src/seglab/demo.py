@@ -1,8 +1,9 @@
-"""The main job on a fresh machine, with no outside data: ``seglab demo``.
+"""The main job on a fresh machine: ``seglab demo``.
 
-It generates steel-like strips with four kinds of defect (seeded, so every run
-sees the same data), trains the small CPU recipe on them, tunes and documents
-the model, evaluates it on held-out strips and predicts them. The generator is
+Part 1 is a plumbing example: it generates steel-like strips with four kinds of
+defect (seeded, so every run sees the same data), trains the small CPU recipe on
+them, tunes and documents the model, evaluates it on held-out strips and predicts
+them. Part 2 runs the zoo's ready models on photos they never saw. The generator is
 written by hand because no library makes labelled steel textures; it is also a
 handy source of test data.
 """
@@ -98,8 +99,12 @@ def make_dataset(folder: Path, count: int, seed: int,
     return folder
 
 
-def run_demo(out: Path, images: int = 64) -> dict:
-    """Generate, train, tune, evaluate, predict; prints where everything is."""
+def run_demo(out: Path, images: int = 64, steel_data: Path | None = None) -> dict:
+    """A plumbing example (train on generated strips), then the zoo on real photos.
+
+    ``steel_data`` is a NEU-Seg folder (``images/`` + ``masks/``) for the steel zoo
+    model; ``None`` looks for ``../shared/data/neu-seg`` and skips that part without it.
+    """
     import torch
 
     from seglab.evaluate import document, open_for_model
@@ -110,127 +115,89 @@ def run_demo(out: Path, images: int = 64) -> dict:
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     started = time.time()
     out = Path(out)
-    print(f"[1/8] generating {images} training strips and 12 held-out strips in {out / 'data'}")
+    print("Part 1, plumbing example: a small U-Net trained for two minutes on generated "
+          "strips. It shows the pipeline, not a model to use; part 2 runs the zoo's.")
+    print(f"[1/7] generating {images} training strips and 12 held-out strips in {out / 'data'}")
     train_dir = make_dataset(out / "data" / "steel", images, seed=1, shape=DEMO_SHAPE)
     holdout_dir = make_dataset(out / "data" / "steel-holdout", 12, seed=2, shape=DEMO_SHAPE)
     recipe = load_recipe("cpu-demo")
     split = split_dataset(recipe, train_dir)
-    print(f"[2/8] training {recipe.name} ({recipe.model.arch}/{recipe.model.encoder}) on "
+    print(f"[2/7] training {recipe.name} ({recipe.model.arch}/{recipe.model.encoder}) on "
           f"{len(split.train)} strips, validating on {len(split.val)}")
     model_dir = train(recipe, train_dir, out / "run", split=split)
-    print("[3/8] tuning thresholds on the validation split, measuring factors, writing the card")
+    print("[3/7] tuning thresholds on the validation split, measuring factors, writing the card")
     document(str(model_dir), split.val, dataset_name="validation split of generated strips",
              factors=True, progress=False)
-    print("[4/8] evaluating on held-out strips")
+    print("[4/7] evaluating on held-out strips")
     config = load_model(model_dir).config
     metrics = document(str(model_dir), open_for_model(config, str(holdout_dir)),
                        dataset_name="held-out generated strips", tune_first=False,
                        factors=False, out_dir=str(out / "evaluation"), update_model=False,
                        progress=False)
-    print("[5/8] predicting the held-out strips")
+    print("[5/7] predicting the held-out strips")
     summary = predict_files(load_model(model_dir), [holdout_dir / "train_images"],
                             out / "predictions", progress=False)
-    cut = run_cutout_demo(out)
+    print("Part 2, the zoo: ready models trained by seglab, on photos they never saw.")
+    cut = run_zoo_cutout(out / "zoo-cutout")
+    steel = run_zoo_steel(out / "zoo-steel", steel_data)
     elapsed = time.time() - started
-    print(f"\nheld-out mean Dice {metrics['mean_dice']:.4f} (all-empty baseline "
-          f"{metrics['all_empty_mean_dice']:.4f}); Dice on defective pairs "
-          f"{metrics['mean_dice_defective'] or 0:.4f}; {summary['defective']}/"
-          f"{summary['images']} strips called defective; {elapsed:.0f} s")
-    print(f"model folder and card:  {model_dir}/README.md")
-    print(f"metrics and plots:      {out / 'evaluation'}")
-    print(f"overlays and CSV:       {out / 'predictions'}")
-    print(f"cut-outs: held-out mean IoU {cut['mean_iou']:.4f}, {cut['accepted_share']:.0%} "
-          f"accepted, precision of accepted {_pct(cut['precision_of_accepted'])}")
-    print(f"cut-outs, review sheet: {out / 'cutouts'} (review/index.html, review/*.png)")
-    print(f"gate report:            {out / 'cutouts' / 'gate-report'}")
+    print(f"\nplumbing example: held-out mean Dice {metrics['mean_dice']:.4f} (all-empty "
+          f"{metrics['all_empty_mean_dice']:.4f}); {summary['defective']}/"
+          f"{summary['images']} generated strips called defective; {elapsed:.0f} s in all")
+    print(f"  model folder and card:  {model_dir}/README.md")
+    print(f"  metrics and plots:      {out / 'evaluation'}")
+    print(f"  overlays and CSV:       {out / 'predictions'}")
+    print(f"zoo jewellery-cutout on {cut['images']} sample photos: mean IoU "
+          f"{cut['mean_iou']:.4f}, {cut['accepted_share']:.0%} accepted, precision of "
+          f"accepted {_pct(cut['precision_of_accepted'])}")
+    print(f"  cut-outs, review sheet: {out / 'zoo-cutout'} (review/index.html, review/*.png)")
+    if steel is not None:
+        print(f"zoo steel-defects on {steel['images']} NEU-Seg strips it never trained on: "
+              f"{steel['defective']} called defective")
+        print(f"  overlays and CSV:       {out / 'zoo-steel'}")
+    else:
+        print("zoo steel-defects: skipped (no NEU-Seg folder; pass --steel-data)")
     return metrics
+
+
+def samples_folder() -> Path:
+    """The sample photos shipped inside the package (see ``samples/NOTICE.md``)."""
+    from importlib import resources
+
+    return Path(str(resources.files("seglab") / "samples"))
+
+
+def run_zoo_cutout(out: Path) -> dict:
+    """The zoo's cut-out model on the shipped sample photos: cut-outs, review sheet, and
+    the gate report against the photos' true masks."""
+    from seglab import zoo
+    from seglab.cutout import cutout_files, gate_report
+    from seglab.datasets import CutoutDataset
+    from seglab.predict import load_model
+
+    photos = samples_folder() / "jewellery"
+    print(f"[6/7] zoo {zoo.DEFAULT_CUTOUT} on the sample photos in {photos}")
+    predictor = load_model(zoo.DEFAULT_CUTOUT)
+    cutout_files(predictor, [photos / "images"], out, progress=False)
+    return gate_report(predictor, CutoutDataset(photos), out / "gate-report",
+                       name="seglab sample photos", progress=False)
+
+
+def run_zoo_steel(out: Path, data: Path | None) -> dict | None:
+    """The zoo's steel model on NEU-Seg strips from its recipe's validation split."""
+    from seglab import zoo
+    from seglab.predict import load_model, predict_files
+    from seglab.recipes import load_recipe
+    from seglab.train import split_dataset
+
+    data = data or Path("../shared/data/neu-seg")
+    if not (data / "images").is_dir():
+        return None
+    items = split_dataset(load_recipe(zoo.DEFAULT_DEFECTS), data).val.items[:12]
+    print(f"[7/7] zoo {zoo.DEFAULT_DEFECTS} on {len(items)} NEU-Seg strips from {data}")
+    return predict_files(load_model(zoo.DEFAULT_DEFECTS), [str(i.image) for i in items], out,
+                         progress=False)
 
 
 def _pct(value: float | None) -> str:
     return "n/a (none accepted)" if value is None else f"{value:.0%}"
-
-
-def run_cutout_demo(out: Path) -> dict:
-    """Background removal on generated jewels: synth, train, cut out, review sheet, gate report."""
-    from seglab import synth
-    from seglab.cutout import cutout_files, gate_report
-    from seglab.datasets import CutoutDataset
-    from seglab.io import write_text_atomic
-    from seglab.predict import load_model
-    from seglab.recipes import load_recipe
-    from seglab.report import cutout_card
-    from seglab.train import split_dataset, train
-
-    recipe = load_recipe("cpu-demo-cutout")
-    spec = recipe.data.synth
-    assert spec is not None
-    print("[6/8] generating jewels and synthetic composites (colour fields and shapes)")
-    jewels = make_jewels(out / "data" / "jewels", 12, seed=3)
-    fgs, _ = synth.load_foregrounds(jewels, spec)
-    train_dir = synth.generate(synth.Synthesizer(spec, fgs[:10], seed=1),
-                               out / "data" / "composites", 192, workers=2, progress=False)
-    # Held-out composites use jewels the model never saw.
-    held_dir = synth.generate(synth.Synthesizer(spec, fgs[10:], seed=2),
-                              out / "data" / "composites-holdout", 24, progress=False)
-    split = split_dataset(recipe, train_dir)
-    print(f"[7/8] training {recipe.name} on {len(split.train)} composites")
-    model_dir = train(recipe, train_dir, out / "run-cutout", split=split)
-    predictor = load_model(model_dir)
-    val = gate_report(predictor, split.val, model_dir, name="validation composites",
-                      progress=False)
-    write_text_atomic(model_dir / "README.md", cutout_card(predictor.config, val,
-                                                           model_dir.name))
-    print("[8/8] cutting out held-out composites: review sheet and gate report")
-    cutout_files(predictor, [held_dir / "images"], out / "cutouts", progress=False)
-    return gate_report(predictor, CutoutDataset(held_dir), out / "cutouts" / "gate-report",
-                       name="held-out composites", progress=False)
-
-
-METALS = [((212, 175, 55), (255, 230, 140)), ((170, 170, 180), (240, 240, 250)),
-          ((183, 110, 121), (240, 190, 190))]
-
-
-def make_jewel(rng: np.random.Generator, side: int = 256) -> np.ndarray:
-    """A generated RGBA jewel (ring, pendant on a chain, or earring), alpha anti-aliased.
-
-    Drawn at twice the size and shrunk, so edges have soft alpha like real cut-outs.
-    """
-    big = side * 2
-    mask = np.zeros((big, big), np.uint8)
-    c = big // 2
-    kind = int(rng.integers(3))
-    if kind == 0:  # ring
-        rx, ry = int(rng.integers(big // 5, big // 3)), int(rng.integers(big // 8, big // 4))
-        cv2.ellipse(mask, (c, c + big // 10), (rx, ry), 0, 0, 360, 255,
-                    int(rng.integers(big // 40, big // 18)))
-        gems = [(c, c + big // 10 - ry, int(rng.integers(big // 20, big // 12)))]
-    elif kind == 1:  # pendant on a chain
-        r = int(rng.integers(big // 4, int(big / 2.4)))
-        for t in np.linspace(0.15 * np.pi, 0.85 * np.pi, 40):
-            cv2.circle(mask, (int(c + r * np.cos(t)), int(c - big // 4 + r * np.sin(t))),
-                       max(2, big // 90), 255, -1)
-        gems = [(c, c - big // 4 + r + big // 14, int(rng.integers(big // 14, big // 9)))]
-    else:  # drop earring
-        cv2.circle(mask, (c, big // 5), big // 30, 255, -1)
-        cv2.line(mask, (c, big // 5), (c, big // 2), 255, max(3, big // 80))
-        gems = [(c, big // 2 + big // 8, int(rng.integers(big // 10, big // 6)))]
-    for gx, gy, gr in gems:
-        cv2.circle(mask, (gx, gy), gr, 255, -1)
-    dark, light = METALS[int(rng.integers(len(METALS)))]
-    shade = np.linspace(0, 1, big, dtype=np.float32)[:, None] * np.ones((1, big), np.float32)
-    rgb = (np.asarray(dark, np.float32) * (1 - shade[..., None])
-           + np.asarray(light, np.float32) * shade[..., None])
-    gem_colour = np.asarray(rng.integers(0, 256, 3), np.float32)
-    for gx, gy, gr in gems:
-        gem = np.zeros((big, big), np.uint8)
-        cv2.circle(gem, (gx, gy), max(2, gr - big // 60), 255, -1)
-        rgb[gem > 0] = gem_colour
-    rgba = np.dstack([np.clip(rgb, 0, 255).astype(np.uint8), mask])
-    return cv2.resize(rgba, (side, side), interpolation=cv2.INTER_AREA)
-
-
-def make_jewels(folder: Path, count: int, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        write_image(folder / f"jewel_{i:03d}.png", make_jewel(rng))
-    return folder

@@ -161,9 +161,14 @@ def score(col: Collected, spec: PostprocessSpec | None = None) -> dict:
     any_pred = present.any(axis=1)
     image_level = detection_scores(any_pred, any_truth)
     image_level["roc_auc"] = roc_auc(any_score, any_truth)
+    iou = pooled_iou(col, spec) if spec is not None else {}
+    for name, value in iou.items():
+        per_class_out[name]["iou"] = value
+    known = [v for v in iou.values() if v is not None]
     return {
         "images": len(col.ids),
         "pairs": int(dice.size),
+        "mean_iou": float(np.mean(known)) if known else None,
         "mean_dice": float(dice.mean()),
         "mean_dice_defective": float(dice[truth_present].mean()) if truth_present.any() else None,
         "all_empty_mean_dice": float((~truth_present).mean()),
@@ -172,6 +177,25 @@ def score(col: Collected, spec: PostprocessSpec | None = None) -> dict:
         "defect_vs_no_defect": image_level,
         "skipped": col.skipped,
     }
+
+
+def pooled_iou(col: Collected, spec: PostprocessSpec) -> dict[str, float | None]:
+    """IoU per class over all pixels of the data (segmentation benchmarks' mIoU terms):
+    intersection and union summed over every image, masks post-processed by ``spec``
+    (no cleaning); ``None`` for a class absent from both truth and prediction."""
+    num_classes = col.truth_area.shape[1]
+    th = per_class(spec.threshold, num_classes)
+    areas = per_class(spec.min_area, num_classes)
+    ks = per_class(spec.classifier_threshold, num_classes)
+    out: dict[str, float | None] = {}
+    for c, name in enumerate(col.class_names):
+        t = int(np.argmin(np.abs(col.thresholds - th[c])))
+        pa, it = col.pred_area[t, :, c].astype(np.float64), col.inter[t, :, c].astype(np.float64)
+        keep = (pa >= max(areas[c], 1)) & (col.class_probs[:, c] >= ks[c])
+        inter = float(it[keep].sum())
+        union = float(pa[keep].sum() + col.truth_area[:, c].sum() - inter)
+        out[name] = inter / union if union > 0 else None
+    return out
 
 
 def _rescore(col: Collected, spec: PostprocessSpec) -> tuple[np.ndarray, np.ndarray]:

@@ -189,6 +189,39 @@ def list_images(*inputs: str | os.PathLike[str]) -> list[Path]:
     return list(unique)
 
 
+def output_names(paths: Sequence[Path]) -> dict[Path, str]:
+    """A distinct output name (no suffix) for each input path of one run.
+
+    The file's stem when no other input shares it; otherwise the shortest tail of
+    its path that is unique, folders joined by ``__`` (``shop-a__1`` and
+    ``shop-b__1`` for two ``1.png``), so two photos never overwrite each other's
+    outputs. Depends only on the run's full input list, so a resumed run agrees.
+    """
+    stems: dict[str, int] = {}
+    for p in paths:
+        stems[p.stem] = stems.get(p.stem, 0) + 1
+    out: dict[Path, str] = {}
+    clashing = [p for p in paths if stems[p.stem] > 1]
+    for p in paths:
+        if stems[p.stem] == 1:
+            out[p] = p.stem
+    depth = 2
+    while clashing:
+        tails: dict[str, list[Path]] = {}
+        for p in clashing:
+            parts = p.with_suffix("").parts[-depth:]
+            tails.setdefault("__".join(parts), []).append(p)
+        clashing = []
+        for tail, group in tails.items():
+            if len(group) == 1 or depth > max(len(p.parts) for p in group):
+                for i, p in enumerate(group):  # identical paths cannot occur; be safe anyway
+                    out[p] = tail if len(group) == 1 else f"{tail}__{i}"
+            else:
+                clashing += group
+        depth += 1
+    return out
+
+
 def _read_for_batch(path: Path) -> tuple[Path, np.ndarray | None, str | None]:
     try:
         return path, read_image(path), None

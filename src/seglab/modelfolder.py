@@ -1,7 +1,10 @@
 """The saved model format: a folder with ``config.json``, ``model.safetensors`` and ``README.md``.
 
 The weights are the plain smp model's state dict, so the folder also loads
-into ``smp.create_model(...)`` without seglab. ``config.json`` holds everything
+into ``smp.create_model(...)`` without seglab. A released model (the zoo) keeps
+its weights in fp16 and, past 16 MB, in shards the Hugging Face way
+(``model-00001-of-00002.safetensors`` plus ``model.safetensors.index.json``);
+loading reads either layout and always gives an fp32 network. ``config.json`` holds everything
 needed to run the model as it was evaluated: architecture, encoder, class
 names, input size, normalisation, tuned thresholds, cleaning and gate limits.
 """
@@ -32,6 +35,7 @@ from seglab.recipes import (
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
+INDEX = "model.safetensors.index.json"
 CARD = "README.md"
 
 
@@ -51,6 +55,12 @@ class ModelConfig(BaseModel):
     gate: GateSpec | None = None
     metrics: dict[str, Any] = {}
     training: dict[str, Any] = {}
+    name: str | None = None
+    """The released name (a zoo model's); ``None`` for a plain training run."""
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.recipe
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> ModelConfig:
@@ -72,18 +82,35 @@ class ModelConfig(BaseModel):
 
 
 def save(folder: str | os.PathLike[str], net: SegmentationNet, config: ModelConfig,
-         card: str | None = None) -> Path:
-    """Write a model folder atomically: build it beside the target, then swap it in."""
-    from safetensors.torch import save_file
+         card: str | None = None, *, half: bool = False, max_shard_mb: float | None = None,
+         extra: dict[str, bytes] | None = None) -> Path:
+    """Write a model folder atomically: build it beside the target, then swap it in.
+
+    ``half`` stores floating-point weights in fp16 (half the size; a released model
+    loses nothing a person can see, which ``seglab export``'s agreement check can
+    confirm); ``max_shard_mb`` splits them into shards of at most that size.
+    ``extra`` adds files (name -> bytes), e.g. a gate report, to the folder.
+    """
+    import torch
+    from huggingface_hub import save_torch_state_dict
 
     target = Path(folder)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in net.net.state_dict().items()}
-        save_file(state, str(staging / WEIGHTS), metadata={"format": "pt", "seglab": __version__})
+        if half:
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        # huggingface_hub writes one model.safetensors, or shards plus their index.
+        save_torch_state_dict(
+            state, staging, max_shard_size=int(max_shard_mb * 1e6) if max_shard_mb else "100GB",
+            metadata={"format": "pt", "seglab": __version__,
+                      "dtype": str(torch.float16 if half else torch.float32)})
         (staging / CONFIG).write_text(config.model_dump_json(indent=2) + "\n", encoding="utf-8")
         (staging / CARD).write_text(card or _minimal_card(config), encoding="utf-8")
+        for name, data in (extra or {}).items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            (staging / name).write_bytes(data)
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -114,20 +141,35 @@ def read_config(folder: str | os.PathLike[str]) -> ModelConfig:
         raise ModelFolderError(f"{cfg_path} does not validate: {problems}") from None
 
 
-def load_net(folder: str | os.PathLike[str]) -> tuple[SegmentationNet, ModelConfig]:
-    """Rebuild the network from ``config.json`` and load its weights, checking they match."""
+def read_weights(path: Path) -> dict:
+    """The state dict of a model folder, from one file or from shards named by the index."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    files = [path / WEIGHTS]
+    if (path / INDEX).exists():
+        try:
+            index = json.loads((path / INDEX).read_text(encoding="utf-8"))
+            files = [path / name for name in sorted(set(index["weight_map"].values()))]
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise ModelFolderError(f"{path / INDEX} is not a valid shard index: {exc}") from None
+    state: dict = {}
+    for weights in files:
+        if not weights.exists():
+            raise ModelFolderError(f"{path} has no {weights.name}: the weights file is missing")
+        try:
+            state.update(load_file(str(weights)))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelFolderError(f"{weights} is corrupted or truncated: {exc}") from None
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def load_net(folder: str | os.PathLike[str]) -> tuple[SegmentationNet, ModelConfig]:
+    """Rebuild the network from ``config.json`` and load its weights, checking they match."""
     path = Path(folder)
     config = read_config(path)
-    weights = path / WEIGHTS
-    if not weights.exists():
-        raise ModelFolderError(f"{path} has no {WEIGHTS}: the weights file is missing")
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFolderError(f"{weights} is corrupted or truncated: {exc}") from None
+    state = read_weights(path)
+    weights = path / (INDEX if (path / INDEX).exists() else WEIGHTS)
     net = build(config.model, pretrained=False)
     expected = net.net.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -149,6 +191,30 @@ def load_net(folder: str | os.PathLike[str]) -> tuple[SegmentationNet, ModelConf
     net.net.load_state_dict(state)
     net.eval()
     return net, config
+
+
+_RUN_ONLY = {".onnx", ".xml", ".bin", ".ckpt"}
+"""Files a released folder leaves behind: exports are redone where the model runs."""
+
+
+def pack(source: str | os.PathLike[str], target: str | os.PathLike[str], *, name: str,
+         half: bool = True, max_shard_mb: float = 16.0, figures: dict[str, Any] | None = None
+         ) -> Path:
+    """Release a trained model folder as ``name``: fp16 weights in shards of at most
+    ``max_shard_mb``, the card, its plots and reports; ``figures`` (held-out results)
+    go into ``config.json`` under ``metrics.zoo`` for ``seglab models`` to list."""
+    src = Path(source)
+    net, config = load_net(src)
+    metrics = dict(config.metrics)
+    if figures is not None:
+        metrics["zoo"] = figures
+    config = config.model_copy(update={"name": name, "metrics": metrics})
+    skip = {CONFIG, WEIGHTS, INDEX, "backends.json"}
+    extra = {str(p.relative_to(src)): p.read_bytes() for p in sorted(src.rglob("*"))
+             if p.is_file() and p.name not in skip and p.suffix not in _RUN_ONLY
+             and not p.name.endswith(".safetensors")}
+    card = extra.pop(CARD, b"").decode("utf-8") or None
+    return save(target, net, config, card, half=half, max_shard_mb=max_shard_mb, extra=extra)
 
 
 def _minimal_card(config: ModelConfig) -> str:

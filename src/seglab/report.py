@@ -204,11 +204,11 @@ def model_card(config: Any, metrics: dict, factors: list[dict] | None = None,
                 ]}]
     meta = {"library_name": "seglab", "pipeline_tag": "image-segmentation",
             "tags": ["segmentation", "unet", "segmentation-models-pytorch", config.task],
-            "model-index": [{"name": config.recipe, "results": results}]}
+            "model-index": [{"name": config.display_name, "results": results}]}
     hw, sw = tr.get("hardware", {}), tr.get("software", {})
     post = config.postprocess
     lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
-             f"# {config.recipe}", "",
+             f"# {config.display_name}", "", *card_warnings(metrics),
              "## Model details", "",
              f"- Architecture: {config.model.arch} (segmentation_models_pytorch) with a "
              f"`{config.model.encoder}` encoder, {config.model.in_channels} input channels, "
@@ -309,6 +309,31 @@ def model_card(config: Any, metrics: dict, factors: list[dict] | None = None,
               "Metrics come from the validation data named above; real production images may "
               "differ in camera, lighting and defect mix. Re-measure before relying on it.", ""]
     return "\n".join(lines)
+
+
+def card_warnings(metrics: dict) -> list[str]:
+    """Lines that open a defect model's card when its figures say not to use it."""
+    out = []
+    empty, dice = metrics.get("all_empty_mean_dice"), metrics.get("mean_dice")
+    if empty is not None and dice is not None and dice < empty:
+        out.append(f"> **Warning: worse than predicting nothing.** Mean Dice {dice:.4f} is "
+                   f"below the {empty:.4f} an all-empty prediction scores on the same "
+                   "images: this model marks defects where there are none more than it finds "
+                   "real ones. Do not use it to decide anything.")
+    auc = (metrics.get("defect_vs_no_defect") or {}).get("roc_auc")
+    if auc is not None and auc < 0.5:
+        out.append(f"> **Warning: the defect / no-defect score is worse than chance** "
+                   f"(ROC-AUC {auc:.3f} < 0.5): defective images score lower than clean ones.")
+    return [line for w in out for line in (w, "")]
+
+
+def cutout_warnings(report: dict) -> list[str]:
+    """Lines that open a cut-out model's card when its gate would show people nothing."""
+    if report.get("accepted_share", 0) > 0:
+        return []
+    return ["> **Warning: the gate accepts none of the evaluation photos**, so a person is "
+            "always shown the original photo; the masks are not confident enough for the "
+            "gate (see the precision / coverage plot).", ""]
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -481,7 +506,7 @@ def cutout_card(config: Any, report: dict, folder_name: str = "model") -> str:
     tr, gate = config.training, config.gate
     meta = {"library_name": "seglab", "pipeline_tag": "image-segmentation",
             "tags": ["background-removal", "unet", "segmentation-models-pytorch"],
-            "model-index": [{"name": config.recipe, "results": [{
+            "model-index": [{"name": config.display_name, "results": [{
                 "task": {"type": "image-segmentation"},
                 "dataset": {"name": report["data"], "type": config.recipe},
                 "metrics": [
@@ -492,7 +517,7 @@ def cutout_card(config: Any, report: dict, folder_name: str = "model") -> str:
     prec = report["precision_of_accepted"]
     return "\n".join([
         "---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
-        f"# {config.recipe}", "", "## Model details", "",
+        f"# {config.display_name}", "", *cutout_warnings(report), "## Model details", "",
         f"- {config.model.arch} with a `{config.model.encoder}` encoder, "
         f"{config.model.in_channels} input channels, 1 output channel (logits; sigmoid at "
         f"inference); parameters: {tr.get('parameters', 'n/a')}.",
@@ -502,10 +527,8 @@ def cutout_card(config: Any, report: dict, folder_name: str = "model") -> str:
         f"the mask covers {gate.min_area_fraction:.0%}-{gate.max_area_fraction:.0%} of the "
         f"image and confidence >= {gate.min_confidence}; otherwise the original photo is "
         "shown and the reason recorded.", "",
-        "## How to get started", "", "```python", "import seglab",
-        "from seglab.cutout import remove", "from seglab.io import read_image", "",
-        f'predictor = seglab.load_model("{folder_name}")',
-        'result = remove(predictor, read_image("photo.jpg"))',
+        "## How to get started", "", "```python", "import seglab", "",
+        f'result = seglab.remove("photo.jpg", model="{folder_name}")',
         "print(result.decision.accepted, result.decision.confidence, result.decision.reason)",
         "```", "",
         "## Training data", "",

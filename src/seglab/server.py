@@ -246,7 +246,7 @@ class Service:
         """Background removal of one photo: cut-out, gate decision with reason; stored."""
         from seglab.cutout import remove
 
-        cut = remove(model.predictor, image)
+        cut = remove(image, model.predictor)
         cut_img = (cut.rgba(soft_edges) if background is None
                    else cut.on_colour(background, soft_edges))
         result = {**cut.decision.as_dict(), "threshold_gate": model.predictor.config.gate
@@ -326,7 +326,7 @@ def create_app(models: Sequence[str | os.PathLike[str]] | Sequence[LoadedModel],
 
 def _load(path: Path) -> LoadedModel:
     predictor = load_model(path)
-    return LoadedModel(predictor.config.recipe, path, predictor)
+    return LoadedModel(predictor.config.display_name, path, predictor)
 
 
 def _wants_html(request: Request) -> bool:

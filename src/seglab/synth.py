@@ -139,11 +139,12 @@ _STUDIO = np.array([[250, 250, 250], [242, 242, 238], [228, 228, 228], [205, 205
                     [232, 222, 230], [214, 228, 236], [226, 236, 222], [40, 40, 42]], np.float32)
 
 
-def studio_field(rng: np.random.Generator, size: tuple[int, int], spec: SynthSpec
-                 ) -> np.ndarray:
+def studio_field(rng: np.random.Generator, size: tuple[int, int], spec: SynthSpec,
+                 base: tuple[int, int, int] | None = None) -> np.ndarray:
     """A packshot sweep: one plain colour, lighter at the top or centre, with faint grain."""
     h, w = size
-    base = _STUDIO[int(rng.integers(len(_STUDIO)))] + rng.normal(0, 6, 3)
+    base = (np.asarray(base, np.float32) if base is not None
+            else _STUDIO[int(rng.integers(len(_STUDIO)))] + rng.normal(0, 6, 3))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     if rng.random() < 0.5:  # vertical sweep: light falls from above
         light = 1 - rng.uniform(0.0, 0.18) * yy / h
@@ -155,18 +156,22 @@ def studio_field(rng: np.random.Generator, size: tuple[int, int], spec: SynthSpe
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def texture_field(rng: np.random.Generator, size: tuple[int, int], spec: SynthSpec
-                  ) -> np.ndarray:
+TEXTURES = ("velvet", "weave", "wood")
+
+
+def texture_field(rng: np.random.Generator, size: tuple[int, int], spec: SynthSpec,
+                  kind: str | None = None) -> np.ndarray:
     """Fabric (velvet or a weave) or wood grain, the surfaces jewellery is laid on."""
     h, w = size
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     low = cv2.resize(rng.normal(0, 1, (6, 6)).astype(np.float32), (w, h),
                      interpolation=cv2.INTER_CUBIC)
-    kind = int(rng.integers(3))
-    if kind == 0:  # velvet: deep colour, soft folds of light
+    drawn = int(rng.integers(3))
+    kind = kind or TEXTURES[drawn]
+    if kind == "velvet":  # velvet: deep colour, soft folds of light
         colour = rng.uniform([10, 10, 10], [140, 60, 120])[rng.permutation(3)]
         shade = 1 + 0.35 * low
-    elif kind == 1:  # linen or satin weave: fine crossing threads
+    elif kind == "weave":  # linen or satin weave: fine crossing threads
         colour = rng.uniform(60, 240, 3)
         period = rng.uniform(2.5, 7)
         weave = np.sin(2 * np.pi * xx / period) * np.sin(2 * np.pi * yy / period)

@@ -233,10 +233,14 @@ def make_loaders(recipe: Recipe, train_set: Dataset, val_set: Dataset,
     weighted = train_weights is not None and not np.allclose(train_weights, train_weights[0])
     sampler = EpochSampler(len(train_set), spec.seed, train_weights if weighted else None)
     workers = spec.num_workers
-    common = {"num_workers": workers, "persistent_workers": workers > 0}
+    # Data drawn afresh each epoch (on-the-fly composites) needs its workers started anew
+    # every epoch, after the trainer has told the dataset the epoch; others keep theirs.
+    fresh = hasattr(train_set, "set_epoch")
     train_loader = DataLoader(train_set, batch_size=spec.batch_size, sampler=sampler,
-                              drop_last=len(train_set) > spec.batch_size, **common)
-    val_loader = DataLoader(val_set, batch_size=spec.batch_size, shuffle=False, **common)
+                              drop_last=len(train_set) > spec.batch_size, num_workers=workers,
+                              persistent_workers=workers > 0 and not fresh)
+    val_loader = DataLoader(val_set, batch_size=spec.batch_size, shuffle=False,
+                            num_workers=workers, persistent_workers=workers > 0)
     return train_loader, val_loader
 
 

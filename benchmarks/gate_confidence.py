@@ -1,0 +1,133 @@
+"""What lowers the gate's confidence on good masks: measured, per cause.
+
+    .venv/bin/python benchmarks/gate_confidence.py MODEL [--data ../shared/data] [--count 60]
+
+MODEL is a cut-out model folder or zoo name, or a training checkpoint (``.ckpt``,
+read with its run's recipe). On composites of the recipe's held-back cut-outs at
+photo sizes (the model runs at its own input size, as in use), for the masks that
+are good (IoU >= 0.95 with the truth) it reports the gate's confidence when the
+probabilities are brought to the photo's size by interpolating probabilities (what
+seglab did before) or logits (what it does now), and when computed at the model's
+own resolution; the mean probability inside the mask on its edge band (within 2
+model pixels of the boundary) and in its interior; and what share of the photos
+the gate then accepts. Writes ``benchmarks/GATE.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from seglab import synth
+from seglab.cutout import iou, judge
+from seglab.gating import confidence
+from seglab.predict import Predictor, _sigmoid, load_model
+from seglab.recipes import load_recipe
+from seglab.train import split_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _predictor(model: str) -> Predictor:
+    if not model.endswith(".ckpt"):
+        return load_model(model)
+    import torch
+
+    from seglab import modelfolder
+    from seglab.recipes import Recipe
+    from seglab.train import Segmenter
+
+    run = Path(model).parents[1]
+    recipe = Recipe.model_validate_json((run / "recipe.json").read_text())
+    module = Segmenter(recipe)
+    module.load_state_dict(torch.load(model, map_location="cpu", weights_only=False)
+                           ["state_dict"])
+    return Predictor(module.net.eval(), modelfolder.ModelConfig.from_recipe(recipe))
+
+
+def _upsample_probs(p: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The old way: linear interpolation of probabilities."""
+    return cv2.resize(p, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--count", type=int, default=60)
+    parser.add_argument("--size", type=int, default=800, help="photo side in pixels")
+    args = parser.parse_args()
+    predictor = _predictor(args.model)
+    recipe = load_recipe(predictor.config.recipe)
+    val = split_dataset(recipe, args.data).val.synth
+    spec = val.spec.model_copy(update={"size": (args.size, args.size)})
+    maker = synth.Synthesizer(spec, val.foregrounds, val.photos["rooms"], val.photos["hands"],
+                              seed=4242)
+    rows = []
+    h_in = predictor.input_size[0] if predictor.input_size else args.size
+    band_px = max(1, round(2 * args.size / h_in))
+    for i in range(args.count):
+        comp = maker(i)
+        x = predictor.preprocess(comp.image)[None]
+        p_model = predictor.forward(x)[0][0, 0]
+        shape = comp.image.shape[:2]
+        p_old = _upsample_probs(p_model, shape)
+        logits = np.log(np.clip(p_model, 1e-6, 1 - 1e-6)) - np.log1p(
+            -np.clip(p_model, 1e-6, 1 - 1e-6))
+        p_new = _sigmoid(cv2.resize(logits, (shape[1], shape[0]),
+                                    interpolation=cv2.INTER_LINEAR))
+        _, mask_new, dec_new = judge(p_new, predictor.config)
+        _, mask_old, dec_old = judge(p_old, predictor.config)
+        truth = comp.mask
+        small_truth = cv2.resize(truth, p_model.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        _, mask_model, _ = judge(p_model, predictor.config)
+        edge = mask_new.astype(bool) & ~cv2.erode(mask_new, np.ones((2 * band_px + 1,) * 2,
+                                                                    np.uint8)).astype(bool)
+        interior = mask_new.astype(bool) & ~edge
+        rows.append({
+            "iou": iou(mask_new, truth), "iou_old": iou(mask_old, truth),
+            "iou_model_res": iou(mask_model, small_truth),
+            "conf_old": confidence(p_old, mask_old), "conf_new": dec_new.confidence,
+            "conf_model_res": confidence(p_model, mask_model),
+            "accepted_old": dec_old.accepted, "accepted_new": dec_new.accepted,
+            "area": dec_new.area_fraction, "edge_share": float(edge.sum() / max(1, mask_new.sum())),
+            "p_edge": float(p_new[edge].mean()) if edge.any() else None,
+            "p_interior": float(p_new[interior].mean()) if interior.any() else None,
+            "p_out": float(p_new[~mask_new.astype(bool)].mean()),
+            "background": comp.params["background"],
+        })
+    good = [r for r in rows if r["iou"] >= 0.95]
+
+    def mean(key: str, subset: list[dict]) -> str:
+        vals = [r[key] for r in subset if r[key] is not None]
+        return f"{np.mean(vals):.4f}" if vals else "n/a"
+
+    lines = [f"# Gate confidence on good masks ({args.model})", "",
+             f"`benchmarks/gate_confidence.py {args.model} --count {args.count} "
+             f"--size {args.size}`",
+             "", f"{len(rows)} held-out composites at {args.size}x{args.size} (model input "
+             f"{h_in}); {len(good)} with IoU >= 0.95.", "",
+             "| measure | all | good masks |", "|---|---|---|"]
+    for key, label in [("iou", "IoU (logit upsampling)"),
+                       ("iou_old", "IoU (probability upsampling)"),
+                       ("conf_old", "confidence, probabilities interpolated (before)"),
+                       ("conf_new", "confidence, logits interpolated (now)"),
+                       ("conf_model_res", "confidence at the model's resolution"),
+                       ("p_interior", "mean p inside, interior"),
+                       ("p_edge", f"mean p inside, edge band ({band_px} px)"),
+                       ("edge_share", "share of the mask in the edge band"),
+                       ("p_out", "mean p outside")]:
+        lines.append(f"| {label} | {mean(key, rows)} | {mean(key, good)} |")
+    acc_old = np.mean([r["accepted_old"] for r in rows])
+    acc_new = np.mean([r["accepted_new"] for r in rows])
+    lines += ["", f"Accepted at the gate: {acc_old:.1%} before, {acc_new:.1%} now.", ""]
+    out = ROOT / "benchmarks" / "GATE.md"
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

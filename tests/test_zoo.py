@@ -1,0 +1,162 @@
+"""The model zoo: shipped models load by name, work on real images, and stay small."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import seglab
+from seglab import modelfolder, zoo
+from seglab.cutout import iou
+from seglab.demo import samples_folder
+from seglab.errors import ModelFolderError
+from seglab.io import read_image
+from seglab.models import build
+from seglab.predict import load_model
+from seglab.recipes import load_recipe
+
+SAMPLES = samples_folder() / "jewellery"
+
+
+def test_the_zoo_ships_the_promised_models_within_size_limits():
+    assert {"jewellery-cutout", "steel-defects"} <= set(zoo.names())
+    for entry in zoo.entries():
+        files = sorted(entry.folder.glob("*.safetensors"))
+        assert files and all(f.stat().st_size <= 16 * 2**20 for f in files), entry.name
+        assert entry.size_mb <= 32, entry.name
+        from safetensors import safe_open
+
+        with safe_open(str(files[0]), "pt") as f:  # released weights are fp16
+            assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float16
+        net, config = modelfolder.load_net(entry.folder)
+        assert sum(p.numel() for p in net.parameters()) + sum(
+            b.numel() for b in net.buffers()) == entry.parameters
+        assert config.name == entry.name and entry.figures, entry.name
+        card = entry.card.read_text(encoding="utf-8")
+        assert f"# {entry.name}" in card and "from scratch" in card
+        assert "## Training data sources" in card and "github.com" in card
+
+
+def test_jewellery_cutout_on_sample_photos_it_never_trained_on():
+    predictor = load_model("jewellery-cutout")
+    assert predictor.config.task == "cutout" and predictor.config.model.encoder.endswith(
+        "efficientnet_b3")
+    ious, accepted = [], []
+    for photo in sorted((SAMPLES / "images").glob("*.jpg")):
+        truth = read_image(SAMPLES / "masks" / f"{photo.stem}.png", mode="L") > 127
+        cut = seglab.remove(photo, model=predictor)
+        assert cut.mask.shape == truth.shape
+        ious.append(iou(cut.mask, truth))
+        accepted.append(cut.decision.accepted)
+        if cut.decision.accepted:  # what a person is shown must be right
+            assert ious[-1] >= 0.9, (photo.name, ious[-1])
+    assert len(ious) == 6 and float(np.mean(ious)) >= 0.8, ious
+
+
+def test_steel_defects_on_neu_seg_strips_it_never_trained_on(shared_data):
+    from seglab.train import split_dataset
+
+    predictor = load_model("steel-defects")
+    assert predictor.config.class_names == ["inclusion", "patches", "scratches"]
+    val = split_dataset(load_recipe("steel-defects"), shared_data / "neu-seg").val
+    picked = [i for c in range(3) for i in [k for k, it in enumerate(val.items)
+                                             if it.classes == (c,)][:3]]
+    right = 0
+    for k in picked:
+        image, truth = val.load(k)
+        pred = predictor.predict(image)
+        assert pred.probs.shape == (3, *image.shape[:2])
+        cls = val.items[k].classes[0]
+        inter = (pred.masks[cls] & truth[..., cls]).sum()
+        union = (pred.masks[cls] | truth[..., cls]).sum()
+        right += pred.classes_found == [predictor.class_names[cls]] and inter / union > 0.3
+    assert right >= 6, f"{right} of {len(picked)} strips found with the right class"
+
+
+def test_zoo_names_and_hub_ids_resolve_with_clear_errors(tmp_path, monkeypatch):
+    assert zoo.resolve("jewellery-cutout") == zoo.root() / "jewellery-cutout"
+    assert zoo.resolve(tmp_path) == tmp_path  # a folder wins over the zoo
+    with pytest.raises(ModelFolderError, match=r"not one of the zoo models.*jewellery-cutout"):
+        load_model("no-such-model")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelFolderError, match="could not fetch hf://someone/nothing"):
+        zoo.resolve("hf://someone/nothing")
+
+
+def test_sharded_fp16_folder_round_trips_and_reports_damage(tmp_path):
+    recipe = load_recipe("cpu-demo", {"model": {"encoder_depth": 3,
+                                                "decoder_channels": [16, 8, 4]}})
+    torch.manual_seed(0)
+    net = build(recipe.model)
+    config = modelfolder.ModelConfig.from_recipe(recipe)
+    folder = modelfolder.save(tmp_path / "m", net, config, half=True, max_shard_mb=0.05)
+    shards = sorted(folder.glob("model-*-of-*.safetensors"))
+    assert len(shards) >= 2 and (folder / modelfolder.INDEX).exists()
+    assert all(s.stat().st_size <= 0.05e6 or len(shards) == 1 for s in shards[:-1])
+    loaded, _ = modelfolder.load_net(folder)
+    x = torch.randn(1, 3, 64, 64)
+    net.eval()
+    with torch.no_grad():
+        diff = (torch.sigmoid(net(x)[0]) - torch.sigmoid(loaded(x)[0])).abs().max()
+    assert 0 < diff < 2e-3  # fp16 rounding, nothing more
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    shards[-1].unlink()
+    with pytest.raises(ModelFolderError, match=f"no {shards[-1].name}"):
+        modelfolder.load_net(folder)
+    (folder / modelfolder.INDEX).write_text("{not json")
+    with pytest.raises(ModelFolderError, match="not a valid shard index"):
+        modelfolder.load_net(folder)
+
+
+def test_pack_releases_a_named_fp16_folder_with_figures(tmp_path):
+    recipe = load_recipe("cpu-demo", {"model": {"encoder_depth": 3,
+                                                "decoder_channels": [16, 8, 4]}})
+    src = modelfolder.save(tmp_path / "run", build(recipe.model),
+                           modelfolder.ModelConfig.from_recipe(recipe),
+                           extra={"evaluation/plot.png": b"png", "model.onnx": b"onnx"})
+    out = modelfolder.pack(src, tmp_path / "released", name="my-model",
+                           figures={"heldout_mean_iou": 0.5})
+    config = modelfolder.read_config(out)
+    assert config.name == "my-model" and config.display_name == "my-model"
+    assert config.metrics["zoo"] == {"heldout_mean_iou": 0.5}
+    assert (out / "evaluation" / "plot.png").read_bytes() == b"png"
+    assert not (out / "model.onnx").exists()  # exports are redone where the model runs
+    assert (out / "model.safetensors").stat().st_size < (src / "model.safetensors").stat(
+    ).st_size * 0.6
+
+
+def test_cli_models_and_cutout_without_a_model(tmp_path):
+    seglab_bin = [sys.executable, "-m", "seglab.cli"]
+    listing = subprocess.run([*seglab_bin, "models"], capture_output=True, text=True,
+                             check=True).stdout
+    assert "jewellery-cutout" in listing and "steel-defects" in listing
+    assert "heldout_mean_iou" in listing and "card:" in listing
+    photo = sorted((SAMPLES / "images").glob("*.jpg"))[0]
+    run = subprocess.run([*seglab_bin, "cutout", str(photo), "--out", str(tmp_path / "cut")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    rows = json.loads((tmp_path / "cut" / "results.json").read_text())
+    assert rows["images"] == 1 and rows["model"] == "jewellery-cutout"
+    assert (tmp_path / "cut" / "shown" / f"{photo.stem}.png").exists()
+    wrong = subprocess.run([*seglab_bin, "cutout", "-m", "steel-defects", str(photo), "--out",
+                            str(tmp_path / "x")], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "not a cut-out model" in wrong.stderr
+
+
+def test_card_warns_at_its_top_when_the_model_is_worse_than_nothing():
+    from seglab.report import card_warnings, cutout_warnings
+
+    bad = {"mean_dice": 0.665, "all_empty_mean_dice": 0.75,
+           "defect_vs_no_defect": {"roc_auc": 0.35}}
+    lines = card_warnings(bad)
+    assert "worse than predicting nothing" in lines[0] and "0.6650" in lines[0]
+    assert "worse than chance" in lines[2] and "0.350" in lines[2]
+    assert card_warnings({"mean_dice": 0.9, "all_empty_mean_dice": 0.75,
+                          "defect_vs_no_defect": {"roc_auc": 0.8}}) == []
+    assert cutout_warnings({"accepted_share": 0.0}) and not cutout_warnings(
+        {"accepted_share": 0.4})
