@@ -207,3 +207,13 @@ def test_output_names_keep_same_named_files_from_different_folders_apart():
     # Same stem, different suffix in one folder: still distinct.
     pair = output_names([Path("a/1.png"), Path("a/1.jpg")])
     assert len(set(pair.values())) == 2
+
+
+def test_avif_photos_are_read_and_listed(tmp_path):
+    # Marketplaces serve AVIF; six of the real jewellery scenes are AVIF files.
+    arr = np.zeros((24, 32, 3), np.uint8)
+    arr[:, 16:] = (200, 40, 40)
+    Image.fromarray(arr).save(tmp_path / "x.avif", quality=90)
+    out = read_image(tmp_path / "x.avif")
+    assert out.shape == (24, 32, 3) and abs(int(out[12, 24, 0]) - 200) < 20
+    assert list_images(tmp_path) == [tmp_path / "x.avif"]

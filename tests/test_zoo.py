@@ -160,3 +160,18 @@ def test_card_warns_at_its_top_when_the_model_is_worse_than_nothing():
                           "defect_vs_no_defect": {"roc_auc": 0.8}}) == []
     assert cutout_warnings({"accepted_share": 0.0}) and not cutout_warnings(
         {"accepted_share": 0.4})
+
+
+def test_serve_without_models_serves_the_whole_zoo(monkeypatch):
+    from typer.testing import CliRunner
+
+    import seglab.server
+    from seglab.cli import app
+
+    served = {}
+    monkeypatch.setattr(seglab.server, "serve", lambda models, **kw: served.update(
+        models=models, **kw))
+    result = CliRunner().invoke(app, ["serve", "--port", "8123"])
+    assert result.exit_code == 0, result.output
+    assert sorted(served["models"]) == sorted(str(zoo.root() / n) for n in zoo.names())
+    assert served["port"] == 8123

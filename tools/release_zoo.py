@@ -44,6 +44,37 @@ def sources(*folders: Path) -> list[str]:
     return [f"{repo} ({terms})" for repo, terms in sorted(repos.items())]
 
 
+def learning_curve(run: Path, out: Path, title: str) -> list[tuple[float, float]]:
+    """Validation score against training minutes, from the run's TensorBoard events."""
+    from matplotlib.figure import Figure
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    tag = "val_mean_dice_gated" if "val_mean_dice_gated" in tags else "val_mean_dice"
+    start = min(e.wall_time for e in events.Scalars("train_loss"))
+    points = [(round((e.wall_time - start) / 60, 1), round(e.value, 4))
+              for e in events.Scalars(tag)]
+    fig = Figure(figsize=(5.5, 3.2))
+    ax = fig.add_subplot()
+    ax.plot([m for m, _ in points], [v for _, v in points], marker="o")
+    ax.set_xlabel("training minutes")
+    ax.set_ylabel(f"validation {tag.removeprefix('val_')}")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    return points
+
+
+def curve_table(points: list[tuple[float, float]]) -> list[str]:
+    return ["## Validation quality against training minutes", "",
+            "![learning curve](learning_curve.png)", "",
+            "| minutes | validation score |", "|---|---|",
+            *[f"| {m} | {v:.4f} |" for m, v in points], ""]
+
+
 def release_cutout(model: Path, data: Path, work: Path, count: int) -> tuple[dict, str]:
     from seglab import synth
     from seglab.cutout import cutout_files, gate_report
@@ -173,10 +204,14 @@ def main() -> None:
     started = time.time()
     work = args.model.parent / "release"
     work.mkdir(parents=True, exist_ok=True)
+    points = learning_curve(args.model.parent, args.model / "learning_curve.png",
+                            f"{args.name}: validation during training")
     if args.name == "jewellery-cutout":
         figures, card = release_cutout(args.model, args.data, work, args.count)
     else:
         figures, card = release_defects(args.model, args.data / "neu-seg", work)
+    card += "\n".join(["", *curve_table(points)])
+    figures["training_minutes"] = points[-1][0] if points else None
     target = modelfolder.pack(args.model, args.into / args.name, name=args.name,
                               figures=figures)
     write_text_atomic(target / modelfolder.CARD, card)

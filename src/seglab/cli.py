@@ -243,10 +243,11 @@ def cutout(
     images = list(inputs)
     if model is None and len(images) > 1 and _is_model(images[0]):
         model = images.pop(0)
+    background = parse_colour(bg_color)  # a typo is reported before a model is loaded
     predictor = load_model(model or zoo.DEFAULT_CUTOUT, backend=backend)
     if predictor.config.task != "cutout":
         raise SeglabError(f"{model} is a {predictor.config.task} model, not a cut-out model")
-    summary = cutout_files(predictor, images, out, background=parse_colour(bg_color),
+    summary = cutout_files(predictor, images, out, background=background,
                            soft_edges=soft_edges, mask_only=mask_only, review=review,
                            workers=workers, resume=resume)
     typer.echo(f"{summary['accepted']} of {summary['images']} accepted, "

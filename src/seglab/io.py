@@ -35,7 +35,7 @@ PNG_COMPRESSION = 1
 request, so speed wins; pass 9 for archives. With the settings in ``encode_png``
 an 1100x1100 product photo encodes in 18 ms against Pillow's 78 ms at its
 default level 6, for a file 4% larger (7% for an RGBA cut-out)."""
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".avif", ".bmp", ".tif", ".tiff")
 
 Source = str | os.PathLike[str] | bytes | IO[bytes]
 T = TypeVar("T")

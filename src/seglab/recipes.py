@@ -223,7 +223,7 @@ class ServerSpec(Strict):
     """Inferences running at once; more requests wait in a queue."""
     queue_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     """How long a request waits for a free inference slot before a 503."""
-    formats: list[str] = ["JPEG", "PNG", "WEBP", "BMP", "TIFF"]
+    formats: list[str] = ["JPEG", "PNG", "WEBP", "AVIF", "BMP", "TIFF"]
     """Accepted image types, recognised by content (Pillow format names)."""
 
 

@@ -54,8 +54,8 @@ def resolve(model: str | os.PathLike[str]) -> Path:
     if path.exists():
         raise ModelFolderError(f"{path} is a file, not a model folder")
     raise ModelFolderError(
-        f"model {text!r} not found: not a folder, and not one of the zoo models "
-        f"({', '.join(names()) or 'none installed'}; `seglab models` lists them)")
+        f"model folder not found: {text} (not a folder, and not one of the zoo models: "
+        f"{', '.join(names()) or 'none installed'}; `seglab models` lists them)")
 
 
 def _from_hub(repo_id: str) -> Path:
