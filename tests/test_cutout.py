@@ -203,28 +203,40 @@ def test_on_the_fly_synthetic_data_is_fresh_each_epoch_and_reproducible(shared_d
 
 
 def test_loader_workers_draw_the_current_epochs_composites(shared_data, tmp_path):
-    from seglab.datasets import synthetic_split
-    from seglab.train import make_loaders
+    # In a fresh interpreter: DataLoader workers are forked, and a fork of this test
+    # process (which may run OpenVINO's threads after the export tests) is not safe.
+    import subprocess
+    import sys
 
-    root = tmp_path / "data"
-    root.mkdir()
-    (root / "cutouts").symlink_to(
-        shared_data / "jewellery-cutouts" / "ameyashrikant__Capstone-Project--AR-JewelFit-")
-    no_aug = {"hflip": 0, "vflip": 0, "brightness_contrast": 0, "shift_scale": 0}
-    recipe = load_recipe("jewellery-unet-effb3", {
-        "train": {"num_workers": 1, "batch_size": 2},
-        "data": {"format": "synthetic", "input_size": [32, 32], "val_fraction": 0.5,
-                 "augment": no_aug,
-                 "synth": {"size": [32, 32], "foregrounds": "cutouts", "rooms": "none",
-                           "hands": "none", "samples_per_epoch": 2, "val_samples": 2}}})
-    train_set, val_set = synthetic_split(recipe.data, root)
-    loader, _ = make_loaders(recipe, train_set, val_set, None)
-    assert not loader.persistent_workers
-    seen = []
-    for epoch in (0, 1):
-        loader.sampler.set_epoch(epoch)
-        train_set.set_epoch(epoch)
-        seen.append(next(iter(loader))["image"])
-        direct = train_set[int(next(iter(loader.sampler)))]["image"]
-        assert any(bool((direct == img).all()) for img in seen[-1])  # worker == main process
-    assert not (seen[0] == seen[1]).all()
+    script = f"""
+from pathlib import Path
+from seglab.datasets import synthetic_split
+from seglab.recipes import load_recipe
+from seglab.train import make_loaders
+
+root = Path({str(tmp_path)!r}) / "data"
+root.mkdir()
+(root / "cutouts").symlink_to(Path({str(shared_data)!r}) / "jewellery-cutouts"
+                              / "ameyashrikant__Capstone-Project--AR-JewelFit-")
+no_aug = {{"hflip": 0, "vflip": 0, "brightness_contrast": 0, "shift_scale": 0}}
+recipe = load_recipe("jewellery-unet-effb3", {{
+    "train": {{"num_workers": 1, "batch_size": 2}},
+    "data": {{"format": "synthetic", "input_size": [32, 32], "val_fraction": 0.5,
+             "augment": no_aug,
+             "synth": {{"size": [32, 32], "foregrounds": "cutouts", "rooms": "none",
+                       "hands": "none", "samples_per_epoch": 2, "val_samples": 2}}}}}})
+train_set, val_set = synthetic_split(recipe.data, root)
+loader, _ = make_loaders(recipe, train_set, val_set, None)
+assert not loader.persistent_workers
+seen = []
+for epoch in (0, 1):
+    loader.sampler.set_epoch(epoch)
+    train_set.set_epoch(epoch)
+    seen.append(next(iter(loader))["image"])
+    direct = train_set[int(next(iter(loader.sampler)))]["image"]
+    assert any(bool((direct == img).all()) for img in seen[-1])  # worker == main process
+assert not (seen[0] == seen[1]).all()
+print("fresh composites in workers")
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0 and "fresh composites in workers" in run.stdout, run.stderr

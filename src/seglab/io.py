@@ -243,9 +243,15 @@ def iter_images(paths: Iterable[Path], workers: int = 0, prefetch: int = 16
             yield _read_for_batch(Path(path))
         return
     import collections
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Decoders start from a clean fork server, not a fork of this process: by now this
+    # process may run OpenVINO's or ONNX Runtime's thread pools, and forking a process
+    # with live threads can crash (a seglab test did, after an OpenVINO export).
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["seglab.io"])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         pending: collections.deque = collections.deque()
         for path in paths:
             pending.append(pool.submit(_read_for_batch, Path(path)))

@@ -74,7 +74,7 @@ class LoadedModel:
                 "arch": config.model.arch, "encoder": config.model.encoder,
                 "classes": config.class_names, "input_size": config.input_size,
                 "parameters": count_parameters(self.predictor.net),
-                "metrics": _headline_metrics(config.metrics or _gate_report(self.path)),
+                "metrics": _headline_metrics({**_gate_report(self.path), **config.metrics}),
                 "gate": config.gate.model_dump() if config.gate else None}
 
 
@@ -93,6 +93,9 @@ def _headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     keys = ("mean_dice", "mean_dice_defective", "all_empty_mean_dice", "images", "mean_iou",
             "accepted_share", "precision_of_accepted", "name")
     out = {k: metrics[k] for k in keys if k in metrics}
+    if isinstance(metrics.get("zoo"), dict):  # a released model's held-out figures
+        out["held_out"] = {k: v for k, v in metrics["zoo"].items()
+                           if isinstance(v, int | float | str) or v is None}
     for key, value in metrics.items():
         if isinstance(value, dict) and key not in out and "mean_iou" in value:
             out[key] = {k: value[k] for k in keys if k in value}
