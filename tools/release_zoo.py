@@ -200,23 +200,35 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--count", type=int, default=50, help="held-out composites per kind")
     parser.add_argument("--into", type=Path, default=ROOT / "src" / "seglab" / "zoo")
+    parser.add_argument("--work", type=Path, help="reports folder (default MODEL/../release)")
+    parser.add_argument("--measure-only", action="store_true",
+                        help="measure and write the reports, do not pack into the zoo")
     args = parser.parse_args()
     started = time.time()
-    work = args.model.parent / "release"
+    work = args.work or args.model.parent / "release"
     work.mkdir(parents=True, exist_ok=True)
-    points = learning_curve(args.model.parent, args.model / "learning_curve.png",
-                            f"{args.name}: validation during training")
+    points = []
+    if (args.model.parent / "tensorboard").is_dir():
+        points = learning_curve(args.model.parent, work / "learning_curve.png",
+                                f"{args.name}: validation during training")
     if args.name == "jewellery-cutout":
         figures, card = release_cutout(args.model, args.data, work, args.count)
     else:
         figures, card = release_defects(args.model, args.data / "neu-seg", work)
-    card += "\n".join(["", *curve_table(points)])
-    figures["training_minutes"] = points[-1][0] if points else None
+    if points:
+        card += "\n".join(["", *curve_table(points)])
+        figures["training_minutes"] = points[-1][0]
+    write_text_atomic(work / "figures.json", json.dumps(figures, indent=2) + "\n")
+    write_text_atomic(work / "card.md", card)
+    print(json.dumps(figures, indent=2))
+    if args.measure_only:
+        print(f"measured {args.name} in {time.time() - started:.0f} s; reports in {work}")
+        return
     target = modelfolder.pack(args.model, args.into / args.name, name=args.name,
                               figures=figures)
     write_text_atomic(target / modelfolder.CARD, card)
-    write_text_atomic(work / "figures.json", json.dumps(figures, indent=2) + "\n")
-    print(json.dumps(figures, indent=2))
+    if points:
+        (target / "learning_curve.png").write_bytes((work / "learning_curve.png").read_bytes())
     print(f"released {args.name} into {target} ({time.time() - started:.0f} s); "
           f"zoo now: {', '.join(zoo.names())}")
 

@@ -66,6 +66,8 @@ def train(
     data: Annotated[Path, typer.Option(help="Data folder in the recipe's format.")],
     out: Annotated[Path, typer.Option(help="Run folder (checkpoints, logs, model/).")],
     resume: Annotated[bool, typer.Option(help="Continue from out/checkpoints/last.ckpt.")] = False,
+    init: Annotated[str | None, typer.Option(
+        help="Start from this model folder or zoo name (fine-tune): train.init_from.")] = None,
     devices: Annotated[str, typer.Option(help="Devices per node (Lightning).")] = "1",
     num_nodes: Annotated[int, typer.Option(help="Nodes for multi-node DDP.")] = 1,
     accelerator: Annotated[str, typer.Option(help="cpu, gpu or auto.")] = "auto",
@@ -83,6 +85,8 @@ def train(
     overrides: dict = {}
     for item in set_ or []:
         overrides = _merge(overrides, parse_override(item))
+    if init:
+        overrides = _merge(overrides, {"train": {"init_from": init}})
     spec = load_recipe(recipe, overrides or None)
     split = training.split_dataset(spec, data)
     typer.echo(f"training {spec.name}: {len(split.train)} train / {len(split.val)} "

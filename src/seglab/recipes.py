@@ -168,6 +168,9 @@ class TrainSpec(Strict):
     num_workers: Annotated[int, Field(ge=0, le=64)] = 0
     val_every_n_epochs: Annotated[int, Field(ge=1)] = 1
     seed: int = 42
+    init_from: str | None = None
+    """A model folder or zoo name whose weights start the run (fine-tuning); its
+    architecture, encoder and class count must be the recipe's."""
 
 
 class CleaningSpec(Strict):

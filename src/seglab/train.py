@@ -33,6 +33,7 @@ from seglab.datasets import (
     stratified_split,
     synthetic_split,
 )
+from seglab.errors import RecipeError
 from seglab.io import write_text_atomic
 from seglab.metrics import dice_pairs
 from seglab.models import build, count_parameters
@@ -58,6 +59,8 @@ class Segmenter(L.LightningModule):
         self.save_hyperparameters({"recipe": recipe.model_dump(mode="json")})
         self.recipe = recipe
         self.net = build(recipe.model)
+        if recipe.train.init_from:
+            init_weights(self.net, recipe.train.init_from)
         spec = recipe.train.loss
         n = len(recipe.model.classes)
         pos = per_class(spec.pos_weight if spec.pos_weight else 1.0, n)
@@ -186,6 +189,22 @@ class Split:
     train: SegmentationDataset
     val: SegmentationDataset
     val_ids: list[str]
+
+
+def init_weights(net: Any, model: str) -> None:
+    """Start from a trained model's weights (a folder or zoo name): fine-tuning the zoo on
+    your own data, or continuing a released model with a new schedule."""
+    from seglab import zoo
+
+    source, config = modelfolder.load_net(zoo.resolve(model))
+    theirs = source.net.state_dict()
+    ours = net.net.state_dict()
+    if set(theirs) != set(ours) or any(theirs[k].shape != ours[k].shape for k in ours):
+        raise RecipeError(
+            f"train.init_from={model} is a {config.model.arch}/{config.model.encoder} with "
+            f"{len(config.model.classes)} classes and aux_head={config.model.aux_head}; its "
+            "weights do not fit the recipe's model")
+    net.net.load_state_dict(theirs)
 
 
 def split_dataset(recipe: Recipe, data: str | os.PathLike[str]) -> Split:
