@@ -35,13 +35,14 @@ demo: $(STAMP)
 
 test: $(STAMP) $(BROWSER)
 	$(BIN)/ruff check src tests
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 serve: $(STAMP)
 	$(BIN)/seglab serve --data-dir $(DEMO_OUT)/service
 
 # One command per zoo model: train (resumes after a kill), measure on held-out data, pack
-# the fp16 folder into src/seglab/zoo/NAME with its card.
+# the fp16 folder into src/seglab/models/zoo/NAME with its card.
 zoo: zoo-jewellery-cutout zoo-steel-defects
 
 zoo-jewellery-cutout: $(STAMP)
@@ -57,6 +58,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

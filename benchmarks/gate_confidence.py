@@ -21,12 +21,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from seglab import synth
-from seglab.cutout import iou, judge
-from seglab.gating import confidence
-from seglab.predict import Predictor, _sigmoid, load_model
+from seglab.cutout.batch import iou
+from seglab.data import synth
+from seglab.infer.gate import confidence, judge
+from seglab.infer.predictor import Predictor, _sigmoid, load_model
 from seglab.recipes import load_recipe
-from seglab.train import split_dataset
+from seglab.training.trainer import split_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,9 +36,9 @@ def _predictor(model: str) -> Predictor:
         return load_model(model)
     import torch
 
-    from seglab import modelfolder
+    from seglab.models import folder as modelfolder
     from seglab.recipes import Recipe
-    from seglab.train import Segmenter
+    from seglab.training.trainer import Segmenter
 
     run = Path(model).parents[1]
     recipe = Recipe.model_validate_json((run / "recipe.json").read_text())

@@ -33,7 +33,7 @@ def fit_full_scale(steps: int, config: Any) -> torch.nn.Module:
     """The benchmark's 'bright regions' target, learned on full-resolution crops."""
     import segmentation_models_pytorch as smp
 
-    from seglab.models import SegmentationNet
+    from seglab.models.network import SegmentationNet
 
     torch.manual_seed(0)
     net = SegmentationNet(smp.Unet("resnet50", encoder_weights=None, classes=4,
@@ -92,7 +92,9 @@ def main() -> None:
     import nncf
     import openvino as ov
 
-    from seglab import backends, modelfolder
+    from seglab import deploy as exporting
+    from seglab.infer import runtimes
+    from seglab.models import folder as modelfolder
     from seglab.recipes import load_recipe
 
     recipe = load_recipe("severstal-unet-r50", {"model": {"encoder_weights": None},
@@ -104,13 +106,13 @@ def main() -> None:
     core = ov.Core()
     with tempfile.TemporaryDirectory() as tmp:
         onnx = Path(tmp) / "model.onnx"
-        backends.export_onnx(copy.deepcopy(net), onnx, (3, *SIZE))
+        exporting.export_onnx(copy.deepcopy(net), onnx, (3, *SIZE))
 
         def run(model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
             compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
             outs = [compiled(x[None]) for x in export]
             far = np.concatenate([compiled(x[None])[0] for x in unseen])
-            ms = 1000 * backends.time_backend(lambda b: compiled(b), export[:1], min_seconds=3)
+            ms = 1000 * exporting.time_backend(lambda b: compiled(b), export[:1], min_seconds=3)
             return (np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]),
                     far, ms)
 
@@ -121,10 +123,10 @@ def main() -> None:
 
         def row(name: str, model: Any) -> None:
             logits, cls, far, ms = run(model)
-            moved = np.abs(backends._sigmoid(cls) - backends._sigmoid(ref_cls)).max()
-            print(f"| {name} | {backends.agreement(logits >= 0, ref >= 0):.4f} | "
-                  f"{backends.agreement(logits[8:] >= 0, ref[8:] >= 0):.4f} | "
-                  f"{backends.agreement(far >= 0, ref_far >= 0):.4f} | {moved:.3f} | {ms:.0f} |",
+            moved = np.abs(runtimes._sigmoid(cls) - runtimes._sigmoid(ref_cls)).max()
+            print(f"| {name} | {exporting.agreement(logits >= 0, ref >= 0):.4f} | "
+                  f"{exporting.agreement(logits[8:] >= 0, ref[8:] >= 0):.4f} | "
+                  f"{exporting.agreement(far >= 0, ref_far >= 0):.4f} | {moved:.3f} | {ms:.0f} |",
                   flush=True)
 
         data = nncf.Dataset([x[None] for x in export[:8]])
@@ -137,7 +139,7 @@ def main() -> None:
         if args.accuracy_control:
             out = Path(tmp) / "ac.xml"
             t = time.perf_counter()
-            info = backends.quantize_openvino_int8(onnx, out, export[:8], ref[:8] >= 0,
+            info = exporting.quantize_openvino_int8(onnx, out, export[:8], ref[:8] >= 0,
                                                    target=0.997)
             row(f"accuracy control, {len(info['fp32_convolutions'])} convolutions fp32 "
                 f"({time.perf_counter() - t:.0f} s)", core.read_model(str(out)))

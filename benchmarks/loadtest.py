@@ -82,8 +82,8 @@ def _rss_mb(pid: int) -> float:
 
 def tiny_models(folder: Path) -> list[Path]:
     """Small untrained model folders of both tasks (the service, not the model, is tested)."""
-    from seglab import modelfolder
-    from seglab.models import build
+    from seglab.models import folder as modelfolder
+    from seglab.models.network import build
     from seglab.recipes import load_recipe
 
     tiny = {"model": {"encoder": "resnet18", "encoder_depth": 3,

@@ -56,7 +56,7 @@ def report(bench: str, case: str, unit: str, baseline: float, value: float, extr
 
 def strips(count: int, folder: str = "severstal-samples") -> list[np.ndarray]:
     """Real Severstal strips when ../shared is there, else generated demo strips."""
-    from seglab.io import read_image
+    from seglab.data.images import read_image
 
     files = sorted((SHARED / folder).glob("*.jpg"))[:count]
     if files:
@@ -76,8 +76,10 @@ def bench_unet(repeats: int) -> None:
     """
     import segmentation_models_pytorch as smp
 
-    from seglab import backends, modelfolder
-    from seglab.models import SegmentationNet
+    from seglab import deploy as exporting
+    from seglab.infer import runtimes
+    from seglab.models import folder as modelfolder
+    from seglab.models.network import SegmentationNet
     from seglab.recipes import load_recipe
 
     images, unseen = strips(16), strips(20, "severstal-labelled")
@@ -98,7 +100,7 @@ def bench_unet(repeats: int) -> None:
             batch, other = _inputs(images, size, config), _inputs(unseen, size, config)
             folder = modelfolder.save(Path(tmp) / "m", net, config)
             t = time.perf_counter()
-            record = backends.export(folder, samples=batch, timing_batch=1,
+            record = exporting.export(folder, samples=batch, timing_batch=1,
                                      keep_refused=True)  # refused ones are timed too
             fallback = record["backends"].get("openvino-int8", {}).get("fp32_convolutions", [])
             print(f"unet     export {size[0]}x{size[1]}: {time.perf_counter() - t:.0f} s "
@@ -122,11 +124,11 @@ def bench_unet(repeats: int) -> None:
                     if "mask_dice" not in check:
                         print(f"unet     {name}: {check.get('error', 'not checked')}")
                         continue
-                    run = backends.open_backend(name, net, folder)
+                    run = runtimes.open_backend(name, net, folder)
                     value = n / timed(lambda run=run, x=x: run(x), repeats)
                     seen = np.concatenate([run(other[i:i + 4])[0] for i in range(0, len(other),
                                                                                  4)])
-                    far = backends.agreement(seen >= 0, ref_other)
+                    far = exporting.agreement(seen >= 0, ref_other)
                     held = (f", {check['heldout_mask_dice']:.4f} on the 8 held out from "
                             f"calibration" if "heldout_mask_dice" in check else "")
                     verdict = ("passed" if check["passed"] else
@@ -137,7 +139,7 @@ def bench_unet(repeats: int) -> None:
 
 
 def _inputs(images: list[np.ndarray], size: tuple[int, int], config) -> np.ndarray:
-    from seglab.predict import preprocess
+    from seglab.infer.predictor import preprocess
 
     mean = np.asarray(config.normalization.mean, np.float32) * 255
     std = np.asarray(config.normalization.std, np.float32) * 255
@@ -183,11 +185,12 @@ def _fit_bright(net: torch.nn.Module, images: list[np.ndarray], size: tuple[int,
 
 def bench_cutout(repeats: int) -> None:
     """2. Cut-out at 512x512, whole request: decode, preprocess, model, clean, gate, encode."""
-    from seglab import backends, modelfolder
-    from seglab.cutout import remove
-    from seglab.io import encode_png, read_image
-    from seglab.models import build
-    from seglab.predict import load_model
+    from seglab import deploy as exporting
+    from seglab.cutout.remove import remove
+    from seglab.data.images import encode_png, read_image
+    from seglab.infer.predictor import load_model
+    from seglab.models import folder as modelfolder
+    from seglab.models.network import build
     from seglab.recipes import load_recipe
 
     recipe = load_recipe("jewellery-unet-effb3", {"data": {"input_size": [512, 512]}})
@@ -204,9 +207,9 @@ def bench_cutout(repeats: int) -> None:
         config = modelfolder.ModelConfig.from_recipe(recipe)
         composites = _fit_cutout(net, recipe, config, Path(tmp))
         folder = modelfolder.save(Path(tmp) / "m", net, config)
-        samples = np.concatenate([backends.sample_inputs(folder, photos, count=4), composites])
+        samples = np.concatenate([exporting.sample_inputs(folder, photos, count=4), composites])
         t = time.perf_counter()
-        record = backends.export(folder, samples=samples)
+        record = exporting.export(folder, samples=samples)
         print(f"cutout   export: {time.perf_counter() - t:.0f} s; " + ", ".join(
             f"{k} {'ok' if v['passed'] else 'refused'} (Dice {v.get('mask_dice', 0):.4f})"
             for k, v in record["backends"].items()), flush=True)
@@ -309,9 +312,9 @@ def _fit_cutout(net: torch.nn.Module, recipe, config, tmp: Path, steps: int = 10
     """
     import cv2
 
-    from seglab import synth
+    from seglab.data import synth
     from seglab.demo import make_jewels
-    from seglab.predict import preprocess
+    from seglab.infer.predictor import preprocess
     from seglab.recipes import SynthSpec
 
     spec = (recipe.data.synth or SynthSpec()).model_copy(update={"size": (256, 256)})
@@ -390,7 +393,7 @@ def bench_rle(repeats: int) -> None:
     """3. RLE encode and decode of 256x1600 masks."""
     import cv2
 
-    from seglab import rle
+    from seglab.data import rle
 
     rng = np.random.default_rng(0)
     masks = []
@@ -421,7 +424,7 @@ def bench_rle(repeats: int) -> None:
 
 def bench_synth(repeats: int) -> None:
     """4. Composites/s at 512x512 vs the images/s a training step consumes, same cores."""
-    from seglab import synth
+    from seglab.data import synth
     from seglab.demo import make_jewels
     from seglab.recipes import load_recipe
 
@@ -447,7 +450,7 @@ def bench_synth(repeats: int) -> None:
 
 
 def _train_rate(recipe, size: tuple[int, int], batch: int, steps: int, bf16: bool) -> float:
-    from seglab.models import build
+    from seglab.models.network import build
 
     net = build(recipe.model).train()
     if bf16:
@@ -473,7 +476,7 @@ def bench_train(repeats: int) -> None:
     from torch.utils.data import DataLoader, Dataset
 
     from seglab.recipes import load_recipe
-    from seglab.train import Segmenter
+    from seglab.training.trainer import Segmenter
 
     size, batch, steps = (128, 800), 4, 6
     recipe = load_recipe("severstal-unet-r50", {"model": {"encoder_weights": None,
@@ -559,7 +562,7 @@ def write_results(path: Path, started: str, benches: list[str]) -> None:
         ov = openvino.__version__
     except ImportError:  # pragma: no cover
         ov = "not installed"
-    from seglab.train import hardware
+    from seglab.training.trainer import hardware
 
     cpu = hardware()["cpu"]
     kept = []

@@ -8,9 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
-from seglab import backends, modelfolder
-from seglab.models import build
-from seglab.predict import load_model
+from seglab import deploy as exporting
+from seglab.deploy import verify
+from seglab.errors import ExportError
+from seglab.infer import runtimes
+from seglab.infer.predictor import load_model
+from seglab.models import folder as modelfolder
+from seglab.models.network import build
 from seglab.recipes import load_recipe
 
 
@@ -26,7 +30,7 @@ def model_dir(tmp_path_factory, shared_data):
     net = build(recipe.model)
     folder = tmp_path_factory.mktemp("export") / "model"
     strips = sorted((shared_data / "severstal-samples").glob("*.jpg"))[:4]
-    x = torch.from_numpy(backends.sample_inputs(
+    x = torch.from_numpy(exporting.sample_inputs(
         modelfolder.save(folder, net, modelfolder.ModelConfig.from_recipe(recipe)), strips))
     # Targets: the brightest fifth of each strip is class 1, the darkest fifth class 2
     # (smoothed: regions, not speckle), classes 3 and 4 absent; the classifier head
@@ -50,13 +54,13 @@ def model_dir(tmp_path_factory, shared_data):
 
 def test_export_checks_every_backend_and_auto_picks_a_passing_one(model_dir):
     folder, strips = model_dir
-    samples = backends.sample_inputs(folder, strips)
+    samples = exporting.sample_inputs(folder, strips)
     assert samples.shape == (4, 3, 64, 320)
-    logits, _ = backends.TorchBackend(modelfolder.load_net(folder)[0])(samples)
+    logits, _ = runtimes.TorchBackend(modelfolder.load_net(folder)[0])(samples)
     assert 0.05 < (logits[:, :2] >= 0).mean() < 0.5  # real masks, not Dice of empty sets
-    record = backends.export(folder, samples=samples)
+    record = exporting.export(folder, samples=samples)
     results = record["backends"]
-    assert set(results) == {"torch", *backends.EXPORTS}
+    assert set(results) == {"torch", *exporting.EXPORTS}
     for name in ("onnx", "openvino"):  # fp32 arithmetic: the reference's masks
         assert results[name]["passed"] and results[name]["mask_dice"] >= 0.999, name
         assert results[name]["prob_diff_p999"] < 1e-3, name
@@ -73,19 +77,19 @@ def test_export_checks_every_backend_and_auto_picks_a_passing_one(model_dir):
     int8 = results["openvino-int8"]
     assert int8["int8_convolutions"] > 0 and 0.5 < int8["plain_int8_mask_dice"] <= 1.0
     assert json.loads((folder / "backends.json").read_text())["backends"] == results
-    chosen = backends.choose(folder)
+    chosen = runtimes.choose(folder)
     assert results[chosen]["passed"]
     reference = load_model(folder, backend="torch")
     image = np.asarray(__import__("PIL.Image").Image.open(strips[0]).convert("RGB"))
     ref = reference.predict(image)
     for name in ("onnx-int8", "openvino-int8"):  # a refused int8 file is not left behind
-        assert (folder / backends.FILES[name]).exists() == results[name]["passed"], name
-    for name in backends.NAMES:
+        assert (folder / runtimes.FILES[name]).exists() == results[name]["passed"], name
+    for name in runtimes.NAMES:
         if name.endswith("int8") and not results[name]["passed"]:
             continue
         pred = load_model(folder, backend=name).predict(image)
         floor = 0.99 if results[name]["passed"] else 0.95
-        assert backends.mask_dice(pred.masks, ref.masks) >= floor, name
+        assert exporting.mask_dice(pred.masks, ref.masks) >= floor, name
     assert type(load_model(folder, backend="auto").backend).__name__ != ""
 
 
@@ -100,27 +104,27 @@ def test_int8_falls_back_to_fp32_layers_until_masks_agree(model_dir, tmp_path):
                                       "data": {"input_size": [64, 320]}})
     folder = modelfolder.save(tmp_path / "model", build(recipe.model),
                               modelfolder.ModelConfig.from_recipe(recipe))
-    samples = backends.sample_inputs(folder, strips)
+    samples = exporting.sample_inputs(folder, strips)
     net = modelfolder.load_net(folder)[0]
-    backends.export_onnx(net, tmp_path / "m.onnx", tuple(samples.shape[1:]))
-    logits, _ = backends.TorchBackend(net)(samples)
+    exporting.export_onnx(net, tmp_path / "m.onnx", tuple(samples.shape[1:]))
+    logits, _ = runtimes.TorchBackend(net)(samples)
     out = tmp_path / "q.xml"
-    info = backends.quantize_openvino_int8(tmp_path / "m.onnx", out, samples, logits >= 0,
+    info = exporting.quantize_openvino_int8(tmp_path / "m.onnx", out, samples, logits >= 0,
                                            min_dice=1.0, max_reverted=3, max_gap=1.0)
     assert info["plain_int8_mask_dice"] < 1.0  # plain int8 flips pixels on this model
     assert len(info["fp32_convolutions"]) >= 1 and info["int8_convolutions"] > 0
     assert out.is_file() and out.with_suffix(".bin").is_file()
     assert not list(tmp_path.glob(".q*"))  # no temporary file left
-    run = backends.OpenVinoBackend(out, name="openvino-int8")
-    dice = backends.agreement(run(samples)[0] >= 0, logits >= 0)
+    run = runtimes.OpenVinoBackend(out, name="openvino-int8")
+    dice = exporting.agreement(run(samples)[0] >= 0, logits >= 0)
     assert dice > info["plain_int8_mask_dice"]
 
 
 def test_export_refuses_a_model_that_disagrees(model_dir, tmp_path, monkeypatch):
     folder, strips = model_dir
-    samples = backends.sample_inputs(folder, strips)
+    samples = exporting.sample_inputs(folder, strips)
 
-    real_export = backends.export_onnx
+    real_export = exporting.export_onnx
 
     def broken(net, path, shape):  # an exporter that silently changes the weights
         import torch
@@ -130,10 +134,10 @@ def test_export_refuses_a_model_that_disagrees(model_dir, tmp_path, monkeypatch)
                 p.add_(torch.randn_like(p) * 0.5)
         real_export(net, path, shape)
 
-    monkeypatch.setattr(backends, "export_onnx", broken)
-    with pytest.raises(backends.ExportError, match="disagrees"):
-        backends.export(folder, samples=samples, formats=["onnx"])
-    assert not (folder / backends.ONNX_FILE).exists()
+    monkeypatch.setattr(verify, "export_onnx", broken)
+    with pytest.raises(ExportError, match="disagrees"):
+        exporting.export(folder, samples=samples, formats=["onnx"])
+    assert not (folder / runtimes.ONNX_FILE).exists()
 
 
 def test_unknown_or_missing_backend_is_a_clear_error(model_dir, tmp_path):
@@ -145,7 +149,7 @@ def test_unknown_or_missing_backend_is_a_clear_error(model_dir, tmp_path):
                              modelfolder.ModelConfig.from_recipe(recipe))
     with pytest.raises(ValueError, match="seglab export"):
         load_model(fresh, backend="onnx")
-    assert backends.choose(fresh) == "torch"  # never exported: the reference
+    assert runtimes.choose(fresh) == "torch"  # never exported: the reference
 
 
 def test_export_command_prints_each_verdict_and_the_auto_choice(model_dir, tmp_path):
@@ -158,7 +162,7 @@ def test_export_command_prints_each_verdict_and_the_auto_choice(model_dir, tmp_p
     folder, strips = model_dir
     copy = tmp_path / "model"
     shutil.copytree(folder, copy)
-    for f in (backends.BACKENDS_FILE, *set(backends.FILES.values())):
+    for f in (runtimes.BACKENDS_FILE, *set(runtimes.FILES.values())):
         (copy / f).unlink(missing_ok=True)
     result = CliRunner().invoke(app, ["export", str(copy), "--samples", str(strips[0].parent),
                                       "--count", "3", "--format", "onnx", "--format",
@@ -166,9 +170,9 @@ def test_export_command_prints_each_verdict_and_the_auto_choice(model_dir, tmp_p
     assert result.exit_code == 0, result.output
     lines = {line.split()[0]: line for line in result.output.splitlines() if line.strip()}
     assert "ok" in lines["onnx"] and "ok" in lines["openvino"] and "ms/image" in lines["onnx"]
-    record = json.loads((copy / backends.BACKENDS_FILE).read_text())
+    record = json.loads((copy / runtimes.BACKENDS_FILE).read_text())
     assert record["samples"] == 3 and set(record["backends"]) == {"torch", "onnx", "openvino"}
-    assert f"backend=auto will use: {backends.choose(copy)}" in result.output
+    assert f"backend=auto will use: {runtimes.choose(copy)}" in result.output
 
 
 def test_a_full_size_model_exported_at_a_size_runs_every_image_at_that_size(model_dir, tmp_path):
@@ -178,8 +182,8 @@ def test_a_full_size_model_exported_at_a_size_runs_every_image_at_that_size(mode
                                       "data": {"input_size": None}})
     folder = modelfolder.save(tmp_path / "full", build(recipe.model),
                               modelfolder.ModelConfig.from_recipe(recipe))
-    samples = backends.sample_inputs(folder, strips, size=(64, 320))
-    backends.export(folder, samples=samples, formats=["onnx"])
+    samples = exporting.sample_inputs(folder, strips, size=(64, 320))
+    exporting.export(folder, samples=samples, formats=["onnx"])
     image = np.asarray(__import__("PIL.Image").Image.open(strips[0]).convert("RGB"))
     onnx = load_model(folder, backend="onnx")
     assert onnx.input_size == (64, 320) and load_model(folder).input_size is None
@@ -190,7 +194,7 @@ def test_a_full_size_model_exported_at_a_size_runs_every_image_at_that_size(mode
 class _Skewed:
     """A backend whose masks are PyTorch's but whose probabilities are pushed outwards."""
 
-    def __init__(self, inner: backends.Backend, gain: float) -> None:
+    def __init__(self, inner: runtimes.Backend, gain: float) -> None:
         self.inner, self.gain = inner, gain
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -208,15 +212,15 @@ def test_export_refuses_a_backend_that_moves_the_gate_confidence(tmp_path, monke
                                              "data": {"input_size": [64, 64]}})
     folder = modelfolder.save(tmp_path / "cut", build(recipe.model),
                               modelfolder.ModelConfig.from_recipe(recipe))
-    samples = backends.sample_inputs(folder, [], count=3)
-    real_open = backends.open_backend
-    monkeypatch.setattr(backends, "open_backend", lambda name, net, folder, **kw: _Skewed(
+    samples = exporting.sample_inputs(folder, [], count=3)
+    real_open = runtimes.open_backend
+    monkeypatch.setattr(verify, "open_backend", lambda name, net, folder, **kw: _Skewed(
         real_open(name, net, folder, **kw), 20.0))
-    with pytest.raises(backends.ExportError, match="gate confidence moved by"):
-        backends.export(folder, samples=samples, formats=["onnx"])
-    monkeypatch.setattr(backends, "open_backend", lambda name, net, folder, **kw: _Skewed(
+    with pytest.raises(ExportError, match="gate confidence moved by"):
+        exporting.export(folder, samples=samples, formats=["onnx"])
+    monkeypatch.setattr(verify, "open_backend", lambda name, net, folder, **kw: _Skewed(
         real_open(name, net, folder, **kw), 1.0))
-    record = backends.export(folder, samples=samples, formats=["onnx"])
+    record = exporting.export(folder, samples=samples, formats=["onnx"])
     assert record["backends"]["onnx"]["passed"]
     assert record["backends"]["onnx"]["score_diff"] < 1e-3
 
@@ -227,18 +231,18 @@ def test_export_refuses_a_backend_that_changes_a_decision(model_dir, tmp_path, m
 
     folder, strips = model_dir
     copy = shutil.copytree(folder, tmp_path / "model")
-    samples = backends.sample_inputs(copy, strips)
-    real_open = backends.open_backend
+    samples = exporting.sample_inputs(copy, strips)
+    real_open = runtimes.open_backend
 
     class Flip:
-        def __init__(self, inner: backends.Backend) -> None:
+        def __init__(self, inner: runtimes.Backend) -> None:
             self.inner = inner
 
         def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             logits, classes = self.inner(batch)
             return logits, np.where(classes < 0, 20.0, -20.0)  # classifier on <-> off
 
-    monkeypatch.setattr(backends, "open_backend",
+    monkeypatch.setattr(verify, "open_backend",
                         lambda name, net, folder, **kw: Flip(real_open(name, net, folder, **kw)))
-    with pytest.raises(backends.ExportError, match=r"[1-9][0-9]* decision\(s\) differ"):
-        backends.export(copy, samples=samples, formats=["onnx"])
+    with pytest.raises(ExportError, match=r"[1-9][0-9]* decision\(s\) differ"):
+        exporting.export(copy, samples=samples, formats=["onnx"])

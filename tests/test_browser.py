@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from seglab import modelfolder
-from seglab.models import build
+from seglab.models import folder as modelfolder
+from seglab.models.network import build
 from seglab.recipes import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from seglab import modelfolder
 from seglab.cli import app
-from seglab.models import build
+from seglab.models import folder as modelfolder
+from seglab.models.network import build
 from seglab.recipes import load_recipe
 
 

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seglab import modelfolder
-from seglab.cutout import cutout_files, gate_report, iou, parse_colour, remove
-from seglab.datasets import CutoutDataset
-from seglab.io import read_image
-from seglab.models import build
-from seglab.predict import Predictor
+from seglab.cutout.batch import cutout_files, gate_report, iou
+from seglab.cutout.remove import parse_colour, remove
+from seglab.data.datasets import CutoutDataset
+from seglab.data.images import read_image
+from seglab.data.synth import Synthesizer, generate, list_photos, load_foregrounds
+from seglab.infer.predictor import Predictor
+from seglab.models import folder as modelfolder
+from seglab.models.network import build
 from seglab.recipes import SynthSpec, load_recipe
-from seglab.synth import Synthesizer, generate, list_photos, load_foregrounds
 
 SMALL = SynthSpec(size=(64, 64), max_side=128)
 
@@ -168,7 +169,7 @@ def test_gate_report_on_labelled_photos(shared_data, tmp_path):
 
 
 def test_on_the_fly_synthetic_data_is_fresh_each_epoch_and_reproducible(shared_data, tmp_path):
-    from seglab.datasets import synthetic_split
+    from seglab.data.datasets import synthetic_split
 
     root = tmp_path / "data"
     root.mkdir()
@@ -210,9 +211,9 @@ def test_loader_workers_draw_the_current_epochs_composites(shared_data, tmp_path
 
     script = f"""
 from pathlib import Path
-from seglab.datasets import synthetic_split
+from seglab.data.datasets import synthetic_split
 from seglab.recipes import load_recipe
-from seglab.train import make_loaders
+from seglab.training.trainer import make_loaders
 
 root = Path({str(tmp_path)!r}) / "data"
 root.mkdir()

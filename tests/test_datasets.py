@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from seglab import rle
-from seglab.datasets import (
+from seglab.data import rle
+from seglab.data.datasets import (
     CutoutDataset,
     MaskFolderDataset,
     SeverstalDataset,
@@ -48,7 +48,7 @@ def test_severstal_folder_real_data(shared_data):
 
 
 def test_severstal_combined_layout(tmp_path):
-    from seglab.io import write_image
+    from seglab.data.images import write_image
 
     (tmp_path / "train_images").mkdir()
     for name in ("a.png", "b.png"):

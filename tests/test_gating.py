@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from seglab.gating import confidence, decide
-from seglab.postprocess import clean
+from seglab.infer.gate import confidence, decide
+from seglab.infer.postprocess import clean
 from seglab.recipes import CleaningSpec, GateSpec
 
 GATE = GateSpec()  # 5%-50% area, confidence 0.98

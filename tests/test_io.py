@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from seglab.data.files import atomic_write
+from seglab.data.images import list_images, read_image
 from seglab.errors import ImageReadError
-from seglab.io import atomic_write, list_images, read_image
 
 
 def _save(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
@@ -161,7 +162,7 @@ def test_list_images_expands_folders_and_globs(tmp_path):
 def test_iter_images_reads_a_bounded_distance_ahead_and_keeps_order(tmp_path, workers):
     """Memory stays bounded for any folder: decoding never runs more than `prefetch`
     images ahead of the consumer, and a bad file is an entry in its place."""
-    from seglab.io import iter_images
+    from seglab.data.images import iter_images
 
     paths = []
     for i in range(12):
@@ -194,7 +195,7 @@ def test_iter_images_reads_a_bounded_distance_ahead_and_keeps_order(tmp_path, wo
 
 
 def test_output_names_keep_same_named_files_from_different_folders_apart():
-    from seglab.io import output_names
+    from seglab.data.files import output_names
 
     paths = [Path("shop-a/1.png"), Path("shop-b/1.png"), Path("shop-a/ring.jpg"),
              Path("x/shop-c/2.png"), Path("y/shop-c/2.png")]

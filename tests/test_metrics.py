@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from seglab.evaluate import Collected, score, tune
+from seglab.defects.evaluate import Collected, score, tune
 from seglab.metrics import detection_scores, dice_pairs, roc_auc
 from seglab.recipes import PostprocessSpec, TuneSpec
 
@@ -94,7 +94,7 @@ def test_score_reports_empty_baseline_and_defective_dice():
 
 
 def test_pooled_iou_sums_pixels_over_images_after_post_processing():
-    from seglab.evaluate import pooled_iou
+    from seglab.defects.evaluate import pooled_iou
 
     # Same four images as the tuning test. At threshold 0.7 with min area 35, image 3's
     # 30 px of noise is dropped: intersection 40, union 40 + 50 - 40 = 50 -> IoU 0.8.

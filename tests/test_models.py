@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import seglab
-from seglab import modelfolder
 from seglab.errors import ModelFolderError
-from seglab.models import build, count_parameters
+from seglab.models import folder as modelfolder
+from seglab.models.network import build, count_parameters
 from seglab.recipes import ModelSpec, load_recipe
 
 TINY = ModelSpec(arch="Unet", encoder="resnet18", encoder_depth=3, decoder_channels=[16, 8, 4],

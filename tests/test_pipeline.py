@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from seglab import rle
 from seglab.cli import app
+from seglab.data import rle
+from seglab.data.images import read_image
 from seglab.demo import make_dataset
-from seglab.io import read_image
 from seglab.recipes import load_recipe
 
 TINY = {
@@ -24,16 +24,13 @@ TINY = {
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    from seglab.evaluate import document
-    from seglab.train import split_dataset, train
+    import seglab
 
     root = tmp_path_factory.mktemp("pipeline")
     data = make_dataset(root / "strips", 16, seed=7, shape=(64, 400))
-    recipe = load_recipe("cpu-demo", TINY)
-    split = split_dataset(recipe, data)
-    model = train(recipe, data, root / "run", split=split, progress=False)
-    metrics = document(str(model), split.val, dataset_name="val", factors=True, progress=False)
-    return root, data, model, metrics
+    result = seglab.fit(load_recipe("cpu-demo", TINY), data, root / "run", factors=True,
+                        progress=False, dataset_name="val")
+    return root, data, result.model_dir, result.metrics
 
 
 def test_training_writes_run_and_model_folder(trained):
@@ -78,7 +75,7 @@ def test_model_card_numbers_come_from_metrics(trained):
         assert f"| {name} | {pc['dice']:.4f} |" in card
     params = int(re.search(r"Parameters: ([\d,]+)", card).group(1).replace(",", ""))
     import seglab
-    from seglab.models import count_parameters
+    from seglab.models.network import count_parameters
 
     assert params == count_parameters(seglab.load_model(model).net)
     for section in ("## Model details", "## Intended uses", "## Out-of-scope uses",
@@ -154,7 +151,7 @@ def test_help_lists_every_verb():
 def test_predict_real_severstal_strips_round_trip(trained, shared_data, tmp_path, layout):
     """All 20 real strips get CSV rows whose RLE decodes back to the written masks."""
     import seglab
-    from seglab.predict import predict_files
+    from seglab.defects.batch import predict_files
 
     _, _, model, _ = trained
     folder = shared_data / "severstal-labelled"
@@ -212,8 +209,8 @@ def test_ddp_two_cpu_processes_train_the_same_model(tmp_path):
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path):
-    from seglab.modelfolder import read_config
-    from seglab.train import train
+    from seglab.models.folder import read_config
+    from seglab.training.trainer import train
 
     data = make_dataset(tmp_path / "strips", 8, seed=5, shape=(64, 400))
     one = load_recipe("cpu-demo", {**TINY, "train": {**TINY["train"], "epochs": 1}})

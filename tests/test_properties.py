@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from seglab import rle
+from seglab.data import rle
+from seglab.data.images import read_image
 from seglab.errors import ImageReadError, RLEError
-from seglab.gating import confidence, decide
-from seglab.io import read_image
+from seglab.infer.gate import confidence, decide
 from seglab.recipes import GateSpec
 
 FAST = settings(max_examples=150, deadline=None,
@@ -112,7 +112,7 @@ def test_dropping_small_components_equals_relabelling(mask, min_pixels):
     """The bounding-box fast path erases exactly the components a full relabel drops."""
     import cv2
 
-    from seglab.postprocess import _drop_small
+    from seglab.infer.postprocess import _drop_small
 
     _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_pixels
@@ -124,7 +124,7 @@ def test_dropping_small_components_equals_relabelling(mask, min_pixels):
 @given(st.sampled_from([(), (3,), (4,)]), st.integers(1, 30), st.integers(1, 30),
        st.integers(0, 9), st.data())
 def test_png_encoding_is_lossless_in_every_layout(channels, h, w, level, data):
-    from seglab.io import encode_png
+    from seglab.data.images import encode_png
 
     array = data.draw(arrays(np.uint8, (h, w, *channels)))
     decoded = np.asarray(Image.open(io.BytesIO(encode_png(array, level))))

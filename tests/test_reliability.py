@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from seglab.demo import make_dataset
-from seglab.modelfolder import read_config
+from seglab.models.folder import read_config
 from seglab.recipes import load_recipe
 
 SEGLAB = [sys.executable, "-m", "seglab.cli"]
@@ -135,7 +135,7 @@ def test_predict_killed_with_sigkill_resumes_without_redoing_or_losing(setup, st
     assert sorted(names) == [f"s{i:03d}.jpg" for i in range(60)]  # each exactly once
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == 60
-    from seglab import rle
+    from seglab.data import rle
 
     labels = rle.read_csv(out / "submission.csv", shape=(64, 400))
     for r in rows:

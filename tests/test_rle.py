@@ -5,7 +5,7 @@ import io
 import numpy as np
 import pytest
 
-from seglab import rle
+from seglab.data import rle
 from seglab.errors import CSVFormatError, RLEError
 
 
@@ -107,7 +107,7 @@ def test_real_severstal_rows_round_trip_exactly(shared_data, tmp_path):
     """Every row of the real CSV decodes and re-encodes to the identical string."""
     import cv2
 
-    from seglab.io import read_image, write_image
+    from seglab.data.images import read_image, write_image
 
     folder = shared_data / "severstal-labelled"
     labels = rle.read_csv(folder / "train_subset.csv")

@@ -12,12 +12,15 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from seglab import modelfolder, rle
-from seglab.models import build
-from seglab.predict import Predictor, load_model
+from seglab.data import rle
+from seglab.infer.predictor import Predictor, load_model
+from seglab.models import folder as modelfolder
+from seglab.models.network import build
 from seglab.recipes import ServerSpec, load_recipe
-from seglab.server import ApiError, LoadedModel, Service, UploadLimit, create_app
-from seglab.store import Store
+from seglab.serve.app import create_app
+from seglab.serve.limits import UploadLimit
+from seglab.serve.service import ApiError, LoadedModel, Service
+from seglab.serve.store import Store
 
 
 class _Planted(Predictor):

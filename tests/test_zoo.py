@@ -11,13 +11,14 @@ import pytest
 import torch
 
 import seglab
-from seglab import modelfolder, zoo
-from seglab.cutout import iou
+from seglab.cutout.batch import iou
+from seglab.data.images import read_image
 from seglab.demo import samples_folder
 from seglab.errors import ModelFolderError
-from seglab.io import read_image
-from seglab.models import build
-from seglab.predict import load_model
+from seglab.infer.predictor import load_model
+from seglab.models import folder as modelfolder
+from seglab.models import zoo
+from seglab.models.network import build
 from seglab.recipes import load_recipe
 
 SAMPLES = samples_folder() / "jewellery"
@@ -59,7 +60,7 @@ def test_jewellery_cutout_on_sample_photos_it_never_trained_on():
 
 
 def test_steel_defects_on_neu_seg_strips_it_never_trained_on(shared_data):
-    from seglab.train import split_dataset
+    from seglab.training.trainer import split_dataset
 
     predictor = load_model("steel-defects")
     assert predictor.config.class_names == ["inclusion", "patches", "scratches"]
@@ -148,7 +149,8 @@ def test_cli_models_and_cutout_without_a_model(tmp_path):
 
 
 def test_card_warns_at_its_top_when_the_model_is_worse_than_nothing():
-    from seglab.report import card_warnings, cutout_warnings
+    from seglab.cutout.card import cutout_warnings
+    from seglab.defects.card import card_warnings
 
     bad = {"mean_dice": 0.665, "all_empty_mean_dice": 0.75,
            "defect_vs_no_defect": {"roc_auc": 0.35}}
@@ -164,11 +166,11 @@ def test_card_warns_at_its_top_when_the_model_is_worse_than_nothing():
 def test_serve_without_models_serves_the_whole_zoo(monkeypatch):
     from typer.testing import CliRunner
 
-    import seglab.server
+    import seglab.serve.app
     from seglab.cli import app
 
     served = {}
-    monkeypatch.setattr(seglab.server, "serve", lambda models, **kw: served.update(
+    monkeypatch.setattr(seglab.serve.app, "serve", lambda models, **kw: served.update(
         models=models, **kw))
     result = CliRunner().invoke(app, ["serve", "--port", "8123"])
     assert result.exit_code == 0, result.output

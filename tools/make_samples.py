@@ -18,10 +18,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from seglab import synth
-from seglab.io import read_image, write_image
+from seglab.data import synth
+from seglab.data.images import read_image, write_image
 from seglab.recipes import load_recipe
-from seglab.train import split_dataset
+from seglab.training.trainer import split_dataset
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "seglab" / "samples"
 AMOL = "amolkantela23__ar-based-virtual-jewelry-try-on-web-application"

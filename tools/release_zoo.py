@@ -4,7 +4,7 @@
     .venv/bin/python tools/release_zoo.py steel-defects runs/zoo/steel-defects/model
 
 (``make zoo-jewellery-cutout`` / ``make zoo-steel-defects`` train and then run this.)
-The held-out figures, the card and the fp16 shards land in ``src/seglab/zoo/NAME``;
+The held-out figures, the card and the fp16 shards land in ``src/seglab/models/zoo/NAME``;
 the full reports, review sheets and plots stay in ``MODEL/../release``.
 
 jewellery-cutout: composites of the cut-outs the recipe held back (never trained on)
@@ -22,8 +22,9 @@ import re
 import time
 from pathlib import Path
 
-from seglab import modelfolder, zoo
-from seglab.io import write_text_atomic
+from seglab.data.files import write_text_atomic
+from seglab.models import folder as modelfolder
+from seglab.models import zoo
 from seglab.recipes import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,12 +77,12 @@ def curve_table(points: list[tuple[float, float]]) -> list[str]:
 
 
 def release_cutout(model: Path, data: Path, work: Path, count: int) -> tuple[dict, str]:
-    from seglab import synth
-    from seglab.cutout import cutout_files, gate_report
-    from seglab.datasets import CutoutDataset
-    from seglab.predict import load_model
-    from seglab.report import cutout_card
-    from seglab.train import split_dataset
+    from seglab.cutout.batch import cutout_files, gate_report
+    from seglab.cutout.card import cutout_card
+    from seglab.data import synth
+    from seglab.data.datasets import CutoutDataset
+    from seglab.infer.predictor import load_model
+    from seglab.training.trainer import split_dataset
 
     predictor = load_model(model)
     recipe = load_recipe(predictor.config.recipe)
@@ -148,11 +149,11 @@ def _share(value: float | None) -> str:
 
 
 def release_defects(model: Path, data: Path, work: Path) -> tuple[dict, str]:
-    from seglab.evaluate import collect, pooled_iou, score
-    from seglab.predict import load_model
+    from seglab.defects.card import model_card
+    from seglab.defects.evaluate import collect, pooled_iou, score
+    from seglab.infer.predictor import load_model
     from seglab.recipes import PostprocessSpec
-    from seglab.report import model_card
-    from seglab.train import split_dataset
+    from seglab.training.trainer import split_dataset
 
     predictor = load_model(model)
     config = predictor.config
@@ -199,7 +200,7 @@ def main() -> None:
     parser.add_argument("model", type=Path, help="trained model folder (RUN/model)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--count", type=int, default=50, help="held-out composites per kind")
-    parser.add_argument("--into", type=Path, default=ROOT / "src" / "seglab" / "zoo")
+    parser.add_argument("--into", type=Path, default=ROOT / "src" / "seglab" / "models" / "zoo")
     parser.add_argument("--work", type=Path, help="reports folder (default MODEL/../release)")
     parser.add_argument("--measure-only", action="store_true",
                         help="measure and write the reports, do not pack into the zoo")
@@ -226,7 +227,7 @@ def main() -> None:
         return
     target = modelfolder.pack(args.model, args.into / args.name, name=args.name,
                               figures=figures)
-    write_text_atomic(target / modelfolder.CARD, card)
+    modelfolder.update(target, card=card)
     if points:
         (target / "learning_curve.png").write_bytes((work / "learning_curve.png").read_bytes())
     print(f"released {args.name} into {target} ({time.time() - started:.0f} s); "

@@ -3,7 +3,14 @@
     import seglab
     cut = seglab.remove("photo.jpg")                 # the zoo's jewellery-cutout model
     predictor = seglab.load_model("steel-defects")   # a zoo name or a model folder
-    seglab.models()                                  # the zoo's ready models
+    seglab.list_models()                             # the zoo's ready models
+    folder = seglab.fit("cpu-demo", "data/", "runs/demo")  # train, tune, document
+    seglab.export(folder)                            # ONNX / OpenVINO / int8, checked
+
+The sub-packages name the architecture (``docs/ARCHITECTURE.md``): ``data`` (read and
+write), ``models`` (networks, model folders, zoo), ``infer`` (predictor, runtimes,
+post-processing, gate), ``defects`` and ``cutout`` (the two uses), ``training``,
+``deploy`` (export) and ``serve`` (web service).
 """
 
 from __future__ import annotations
@@ -12,23 +19,30 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "build_model", "load_model", "load_recipe", "models", "read_image",
-           "remove"]
+__all__ = ["Cutout", "Prediction", "Predictor", "__version__", "build_model", "export", "fit",
+           "list_models", "load_model", "load_recipe", "read_image", "remove"]
 
 if TYPE_CHECKING:  # what the lazy names below resolve to, for IDEs and type checkers
-    from seglab.cutout import remove
-    from seglab.io import read_image
-    from seglab.models import build as build_model
-    from seglab.predict import load_model
+    from seglab.cutout.remove import Cutout, remove
+    from seglab.data.images import read_image
+    from seglab.deploy.verify import export
+    from seglab.infer.predictor import Prediction, Predictor, load_model
+    from seglab.models.network import build as build_model
+    from seglab.models.zoo import names as list_models
     from seglab.recipes import load_recipe
-    from seglab.zoo import names as models
+    from seglab.training.run import fit
 
-_LAZY = {"load_model": ("seglab.predict", "load_model"),
-         "build_model": ("seglab.models", "build"),
+_LAZY = {"load_model": ("seglab.infer.predictor", "load_model"),
+         "Predictor": ("seglab.infer.predictor", "Predictor"),
+         "Prediction": ("seglab.infer.predictor", "Prediction"),
+         "build_model": ("seglab.models.network", "build"),
          "load_recipe": ("seglab.recipes", "load_recipe"),
-         "remove": ("seglab.cutout", "remove"),
-         "read_image": ("seglab.io", "read_image"),
-         "models": ("seglab.zoo", "names")}
+         "remove": ("seglab.cutout.remove", "remove"),
+         "Cutout": ("seglab.cutout.remove", "Cutout"),
+         "read_image": ("seglab.data.images", "read_image"),
+         "list_models": ("seglab.models.zoo", "names"),
+         "fit": ("seglab.training.run", "fit"),
+         "export": ("seglab.deploy.verify", "export")}
 
 
 def __getattr__(name: str):

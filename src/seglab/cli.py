@@ -78,49 +78,15 @@ def train(
     factors: Annotated[bool, typer.Option(help="Measure the model card's factors.")] = True,
 ) -> None:
     """Train a model, tune it on the validation split, and write its model card."""
-    from seglab import train as training
-    from seglab.evaluate import document
-    from seglab.recipes import _merge, load_recipe, parse_override
+    from seglab.training.run import fit
 
-    overrides: dict = {}
-    for item in set_ or []:
-        overrides = _merge(overrides, parse_override(item))
-    if init:
-        overrides = _merge(overrides, {"train": {"init_from": init}})
-    spec = load_recipe(recipe, overrides or None)
-    split = training.split_dataset(spec, data)
-    typer.echo(f"training {spec.name}: {len(split.train)} train / {len(split.val)} "
-               f"validation images from {data}")
+    typer.echo(f"training {recipe} on {data}")
     device_arg: int | str = int(devices) if devices.isdigit() else devices
-    model_dir = training.train(spec, data, out, resume=resume, devices=device_arg,
-                               num_nodes=num_nodes, accelerator=accelerator, strategy=strategy,
-                               split=split)
-    if not model_dir.exists():  # non-zero DDP ranks
-        return
-    if spec.task == "cutout":
-        from seglab.cutout import gate_report
-        from seglab.io import write_text_atomic
-        from seglab.predict import load_model
-        from seglab.report import cutout_card
-
-        predictor = load_model(model_dir)
-        report = gate_report(predictor, split.val, model_dir, name=f"validation split of {data}")
-        write_text_atomic(model_dir / "README.md", cutout_card(predictor.config, report,
-                                                               model_dir.name))
-        typer.echo(f"model: {model_dir}; validation mean IoU {report['mean_iou']:.4f}, "
-                   f"accepted {report['accepted_share']:.1%}")
-        return
-    metrics = document(str(model_dir), split.val, dataset_name=f"validation split of {data}",
-                       tune_first=tune, factors=factors)
-    typer.echo(f"model: {model_dir}")
-    _print_metrics(metrics)
-
-
-def _print_metrics(metrics: dict) -> None:
-    typer.echo(f"mean Dice {metrics['mean_dice']:.4f} "
-               f"(all-empty {metrics['all_empty_mean_dice']:.4f}), Dice on defective pairs "
-               f"{metrics['mean_dice_defective'] or 0:.4f}, "
-               f"images {metrics['images']}")
+    result = fit(recipe, data, out, overrides=set_ or (), init=init, resume=resume,
+                 tune=tune, factors=factors, devices=device_arg, num_nodes=num_nodes,
+                 accelerator=accelerator, strategy=strategy)
+    if result.metrics:  # rank 0 only under DDP
+        typer.echo(f"model: {result.model_dir}; {result.summary()}")
 
 
 @app.command()
@@ -139,9 +105,9 @@ def evaluate(
     ids: Annotated[Path | None, typer.Option(help="Text file: one image id per line.")] = None,
 ) -> None:
     """Evaluate a model on labelled data: metrics.json and plots (tune: update the model)."""
-    from seglab import zoo
-    from seglab.evaluate import document, open_for_model
-    from seglab.modelfolder import read_config
+    from seglab.defects.evaluate import document, open_for_model, summary_line
+    from seglab.models import zoo
+    from seglab.models.folder import read_config
 
     folder = zoo.resolve(model)
     config = read_config(folder)
@@ -150,7 +116,7 @@ def evaluate(
     metrics = document(str(folder), dataset, dataset_name=str(data), tune_first=tune,
                        factors=factors, tta=tta, out_dir=str(out or folder / "evaluation"),
                        update_model=tune)
-    _print_metrics(metrics)
+    typer.echo(summary_line(metrics))
     typer.echo(f"written: {out or folder / 'evaluation'}/metrics.json")
 
 
@@ -173,7 +139,8 @@ def predict(
                       ] = False,
 ) -> None:
     """Predict defects: submission CSV, per-class masks, overlays and a per-image summary."""
-    from seglab.predict import load_model, predict_files
+    from seglab.defects.batch import predict_files
+    from seglab.infer.predictor import load_model
 
     if layout not in ("split", "combined"):
         raise SeglabError(f"--layout must be 'split' or 'combined', not {layout!r}")
@@ -202,7 +169,7 @@ def synth(
     workers: Annotated[int, typer.Option(min=1)] = 2,
 ) -> None:
     """Make synthetic composites: cut-outs on colour fields, shapes, rooms and hands."""
-    from seglab import synth as synthesis
+    from seglab.data import synth as synthesis
     from seglab.recipes import SynthSpec, load_recipe
 
     spec = load_recipe(recipe).data.synth or SynthSpec()
@@ -240,9 +207,10 @@ def cutout(
                       ] = False,
 ) -> None:
     """Cut products out of photos; show a cut-out only when the confidence gate accepts it."""
-    from seglab import zoo
-    from seglab.cutout import cutout_files, parse_colour
-    from seglab.predict import load_model
+    from seglab.cutout.batch import cutout_files
+    from seglab.cutout.remove import parse_colour
+    from seglab.infer.predictor import load_model
+    from seglab.models import zoo
 
     images = list(inputs)
     if model is None and len(images) > 1 and _is_model(images[0]):
@@ -266,9 +234,9 @@ def gate_report_cmd(
     out: Annotated[Path, typer.Option(help="Where the report goes.")],
 ) -> None:
     """IoU per image and precision of accepted cut-outs against coverage, on labelled photos."""
-    from seglab.cutout import gate_report
-    from seglab.datasets import CutoutDataset
-    from seglab.predict import load_model
+    from seglab.cutout.batch import gate_report
+    from seglab.data.datasets import CutoutDataset
+    from seglab.infer.predictor import load_model
 
     report = gate_report(load_model(model), CutoutDataset(data), out, name=str(data))
     typer.echo(f"mean IoU {report['mean_iou']:.4f}, accepted {report['accepted_share']:.1%}, "
@@ -299,9 +267,9 @@ def export(
         min=0, max=0.9)] = 0.5,
 ) -> None:
     """Export to ONNX (and OpenVINO, int8), check each against PyTorch, record the fastest."""
-    from seglab import zoo
-    from seglab.backends import EXPORTS, sample_inputs
-    from seglab.backends import export as run_export
+    from seglab.deploy.verify import EXPORTS, sample_inputs
+    from seglab.deploy.verify import export as run_export
+    from seglab.models import zoo
 
     model = zoo.resolve(model)
     formats = format_ or list(EXPORTS)
@@ -323,7 +291,7 @@ def export(
         if r.get("refused_because"):
             detail += f" ({r['refused_because']})"
         typer.echo(f"{name:13s} {verdict:8s} {detail}")
-    from seglab.backends import choose
+    from seglab.infer.runtimes import choose
 
     typer.echo(f"backend=auto will use: {choose(model)}; results in {model}/backends.json")
 
@@ -345,9 +313,9 @@ def serve(
     max_concurrent: Annotated[int | None, typer.Option(help="Inferences at once.")] = None,
 ) -> None:
     """Run the web service: JSON API under /api/v1, pages for people at /."""
-    from seglab import zoo
+    from seglab.models import zoo
     from seglab.recipes import load_server_spec
-    from seglab.server import serve as run_server
+    from seglab.serve.app import serve as run_server
 
     models = [str(zoo.resolve(m)) for m in models] if models else [
         str(zoo.resolve(n)) for n in zoo.names()]
@@ -381,7 +349,7 @@ def demo(
 @_friendly
 def models() -> None:
     """List the zoo's ready models with their held-out figures and cards."""
-    from seglab import zoo
+    from seglab.models import zoo
 
     for entry in zoo.entries():
         typer.echo(f"{entry.name:18s} {entry.task:8s} {entry.architecture:22s} "
@@ -407,7 +375,7 @@ def pack(
     """Release a trained model: fp16 weights in shards, card and reports, under a name."""
     import json
 
-    from seglab.modelfolder import pack as run_pack
+    from seglab.models.folder import pack as run_pack
 
     numbers = json.loads(figures.read_text(encoding="utf-8")) if figures else None
     folder = run_pack(model, out, name=name, half=not fp32, max_shard_mb=max_shard_mb,
@@ -416,7 +384,7 @@ def pack(
 
 
 def _is_model(text: str) -> bool:
-    from seglab import zoo
+    from seglab.models import zoo
 
     return (Path(text) / "config.json").is_file() or zoo.is_zoo_name(text)
 

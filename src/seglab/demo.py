@@ -16,8 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from seglab import rle
-from seglab.io import write_image
+from seglab.data import rle
+from seglab.data.images import write_image
 
 STRIP_SHAPE = (256, 1600)
 DEMO_SHAPE = (128, 800)
@@ -107,10 +107,12 @@ def run_demo(out: Path, images: int = 64, steel_data: Path | None = None) -> dic
     """
     import torch
 
-    from seglab.evaluate import document, open_for_model
-    from seglab.predict import load_model, predict_files
+    from seglab.defects.batch import predict_files
+    from seglab.defects.evaluate import document, open_for_model
+    from seglab.infer.predictor import load_model
     from seglab.recipes import load_recipe
-    from seglab.train import split_dataset, train
+    from seglab.training.run import fit
+    from seglab.training.trainer import split_dataset
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     started = time.time()
@@ -124,10 +126,10 @@ def run_demo(out: Path, images: int = 64, steel_data: Path | None = None) -> dic
     split = split_dataset(recipe, train_dir)
     print(f"[2/7] training {recipe.name} ({recipe.model.arch}/{recipe.model.encoder}) on "
           f"{len(split.train)} strips, validating on {len(split.val)}")
-    model_dir = train(recipe, train_dir, out / "run", split=split)
-    print("[3/7] tuning thresholds on the validation split, measuring factors, writing the card")
-    document(str(model_dir), split.val, dataset_name="validation split of generated strips",
-             factors=True, progress=False)
+    print("[3/7] then tuning thresholds on the validation split, measuring factors, writing "
+          "the card")
+    model_dir = fit(recipe, train_dir, out / "run", split=split, factors=True,
+                    dataset_name="validation split of generated strips").model_dir
     print("[4/7] evaluating on held-out strips")
     config = load_model(model_dir).config
     metrics = document(str(model_dir), open_for_model(config, str(holdout_dir)),
@@ -170,10 +172,10 @@ def samples_folder() -> Path:
 def run_zoo_cutout(out: Path) -> dict:
     """The zoo's cut-out model on the shipped sample photos: cut-outs, review sheet, and
     the gate report against the photos' true masks."""
-    from seglab import zoo
-    from seglab.cutout import cutout_files, gate_report
-    from seglab.datasets import CutoutDataset
-    from seglab.predict import load_model
+    from seglab.cutout.batch import cutout_files, gate_report
+    from seglab.data.datasets import CutoutDataset
+    from seglab.infer.predictor import load_model
+    from seglab.models import zoo
 
     photos = samples_folder() / "jewellery"
     print(f"[6/7] zoo {zoo.DEFAULT_CUTOUT} on the sample photos in {photos}")
@@ -185,10 +187,11 @@ def run_zoo_cutout(out: Path) -> dict:
 
 def run_zoo_steel(out: Path, data: Path | None) -> dict | None:
     """The zoo's steel model on NEU-Seg strips from its recipe's validation split."""
-    from seglab import zoo
-    from seglab.predict import load_model, predict_files
+    from seglab.defects.batch import predict_files
+    from seglab.infer.predictor import load_model
+    from seglab.models import zoo
     from seglab.recipes import load_recipe
-    from seglab.train import split_dataset
+    from seglab.training.trainer import split_dataset
 
     data = data or Path("../shared/data/neu-seg")
     if not (data / "images").is_dir():

@@ -50,3 +50,7 @@ class RecipeError(SeglabError):
 
 class ModelFolderError(SeglabError):
     """A saved model folder is missing a file or its files do not match."""
+
+
+class ExportError(SeglabError):
+    """An exported model disagrees with PyTorch, or its runtime is missing."""

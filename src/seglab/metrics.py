@@ -60,3 +60,21 @@ def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float | None:
 
     return float(binary_auroc(torch.as_tensor(scores, dtype=torch.float32),
                               torch.as_tensor(truth, dtype=torch.long)))
+
+
+def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice between two sets of binary masks over all pixels (1.0 when both are empty)."""
+    a, b = a.astype(bool), b.astype(bool)
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def agreement(masks: np.ndarray, reference: np.ndarray) -> float:
+    """How far a backend's ``(N, C, H, W)`` masks agree with the reference's: the worse of
+    the Dice over all pixels and the mean per-image Dice.
+
+    Pooled Dice alone lets a large mask hide a small one that a backend erased;
+    the per-image mean alone lets empty images pad the score. Both must hold.
+    """
+    per_image = float(np.mean([mask_dice(m, r) for m, r in zip(masks, reference, strict=True)]))
+    return min(mask_dice(masks, reference), per_image)

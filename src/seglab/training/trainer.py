@@ -25,19 +25,19 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProg
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
 
-from seglab import modelfolder
-from seglab.datasets import (
+from seglab.data.datasets import (
     SegmentationDataset,
     open_dataset,
     sample_weights,
     stratified_split,
     synthetic_split,
 )
+from seglab.data.files import write_text_atomic
 from seglab.errors import RecipeError
-from seglab.io import write_text_atomic
+from seglab.infer.postprocess import per_class
 from seglab.metrics import dice_pairs
-from seglab.models import build, count_parameters
-from seglab.postprocess import per_class
+from seglab.models import folder as modelfolder
+from seglab.models.network import build, count_parameters
 from seglab.recipes import Recipe
 
 MONITOR = "val_mean_dice"
@@ -194,7 +194,7 @@ class Split:
 def init_weights(net: Any, model: str) -> None:
     """Start from a trained model's weights (a folder or zoo name): fine-tuning the zoo on
     your own data, or continuing a released model with a new schedule."""
-    from seglab import zoo
+    from seglab.models import zoo
 
     source, config = modelfolder.load_net(zoo.resolve(model))
     theirs = source.net.state_dict()

@@ -8,7 +8,7 @@ so splits can be stratified and defective images oversampled cheaply.
 Layouts:
 
 * :class:`SeverstalDataset`: ``train_images/`` (or images beside the CSV) + a
-  label CSV in either layout (:mod:`seglab.rle`).
+  label CSV in either layout (:mod:`seglab.data.rle`).
 * :class:`MaskFolderDataset`: image + mask files. ``magnetic-tile`` layout
   (``MT_<Class>/Imgs/x.jpg`` + ``x.png``, anti-aliased masks thresholded, the
   class from the folder) or ``images/`` + ``masks/`` with pixel values mapped to
@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from seglab import rle
+from seglab.data import rle
+from seglab.data.images import IMAGE_SUFFIXES, read_image
 from seglab.errors import SeglabError
-from seglab.io import IMAGE_SUFFIXES, read_image
 from seglab.recipes import DataSpec, Recipe
 
 
@@ -316,7 +316,7 @@ class SyntheticDataset(SegmentationDataset):
 def synthetic_split(spec: DataSpec, root: str | os.PathLike[str]
                     ) -> tuple[SyntheticDataset, SyntheticDataset]:
     """Train and validation composites over ``root``; validation uses held-back cut-outs."""
-    from seglab import synth as synthesis
+    from seglab.data import synth as synthesis
 
     if spec.synth is None:
         raise SeglabError("format: synthetic needs a data.synth section in the recipe")
@@ -388,7 +388,7 @@ def open_dataset(recipe: Recipe, root: str | os.PathLike[str],
     elif fmt == "cutout":
         dataset = CutoutDataset(root, spec=spec)
     else:
-        raise SeglabError(f"data format {fmt!r} has no folder dataset; use seglab.synth for it")
+        raise SeglabError(f"data format {fmt!r} has no folder dataset; use seglab.data.synth for it")
     if ids is not None:
         wanted = set(ids)
         unknown = wanted - {it.id for it in dataset.items}

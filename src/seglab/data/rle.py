@@ -26,8 +26,8 @@ from typing import IO, Literal
 import cv2
 import numpy as np
 
+from seglab.data.files import write_text_atomic
 from seglab.errors import CSVFormatError, RLEError
-from seglab.io import write_text_atomic
 
 SEVERSTAL_SHAPE = (256, 1600)
 Layout = Literal["combined", "split"]

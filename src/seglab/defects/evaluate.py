@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from seglab.datasets import SegmentationDataset
+from seglab.data.datasets import SegmentationDataset
+from seglab.infer.postprocess import binarize, per_class
+from seglab.infer.predictor import Predictor
 from seglab.metrics import detection_scores, dice_from_counts, dice_pairs, roc_auc
-from seglab.postprocess import binarize, per_class
-from seglab.predict import Predictor
 from seglab.recipes import PostprocessSpec, TuneSpec
 
 
@@ -218,7 +218,7 @@ def _rescore(col: Collected, spec: PostprocessSpec) -> tuple[np.ndarray, np.ndar
 def worst_images(predictor: Predictor, dataset: SegmentationDataset, col: Collected,
                  spec: PostprocessSpec, count: int = 6) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Truth and prediction overlays of the images with the lowest mean Dice."""
-    from seglab.report import overlay
+    from seglab.infer.overlay import overlay
 
     dice, _ = _rescore(col, spec)
     order = np.argsort(dice.mean(axis=1), kind="stable")[:count]
@@ -237,7 +237,7 @@ def worst_images(predictor: Predictor, dataset: SegmentationDataset, col: Collec
 def measure_factors(predictor: Predictor, dataset: SegmentationDataset, spec: PostprocessSpec,
                     progress: bool = True) -> list[dict]:
     """Re-measure the metric under each controlled change of lighting, angle, distance, camera."""
-    from seglab.report import factor_transforms
+    from seglab.defects.plots import factor_transforms
 
     rows = []
     for factor, changes in factor_transforms().items():
@@ -258,7 +258,7 @@ def measure_factors(predictor: Predictor, dataset: SegmentationDataset, spec: Po
 def open_for_model(config, root: str, fmt: str | None = None,
                    ids: list[str] | None = None) -> SegmentationDataset:
     """The labelled dataset at ``root``, read the way the model was trained (or as ``fmt``)."""
-    from seglab.datasets import open_dataset
+    from seglab.data.datasets import open_dataset
     from seglab.recipes import DataSpec, Recipe
 
     data = dict(config.training.get("recipe_data") or {"format": fmt or "severstal"})
@@ -282,17 +282,11 @@ def document(model_dir: str, dataset: SegmentationDataset, *, dataset_name: str,
     """
     from pathlib import Path
 
-    from seglab import modelfolder
-    from seglab.io import write_text_atomic
-    from seglab.predict import load_model
-    from seglab.report import (
-        image_grid,
-        model_card,
-        plot_dice_bars,
-        plot_factors,
-        plot_pr_curves,
-        write_json,
-    )
+    from seglab.data.files import write_json
+    from seglab.defects.card import model_card
+    from seglab.defects.plots import image_grid, plot_dice_bars, plot_factors, plot_pr_curves
+    from seglab.infer.predictor import load_model
+    from seglab.models import folder as modelfolder
 
     folder = Path(model_dir)
     out = Path(out_dir) if out_dir else folder
@@ -327,7 +321,13 @@ def document(model_dir: str, dataset: SegmentationDataset, *, dataset_name: str,
         return metrics
     config.metrics = {k: metrics[k] for k in ("mean_dice", "mean_dice_defective",
                                               "all_empty_mean_dice", "images", "dataset")}
-    write_text_atomic(folder / modelfolder.CONFIG, config.model_dump_json(indent=2) + "\n")
-    write_text_atomic(folder / modelfolder.CARD, model_card(config, metrics, factor_rows,
-                                                            folder.name))
+    modelfolder.update(folder, config=config,
+                       card=model_card(config, metrics, factor_rows, folder.name))
     return metrics
+
+
+def summary_line(metrics: dict) -> str:
+    """A defect evaluation in one line for a terminal."""
+    return (f"mean Dice {metrics['mean_dice']:.4f} (all-empty "
+            f"{metrics['all_empty_mean_dice']:.4f}), Dice on defective pairs "
+            f"{metrics['mean_dice_defective'] or 0:.4f}, images {metrics['images']}")

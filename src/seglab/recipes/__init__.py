@@ -323,6 +323,15 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+def merge_overrides(*overrides: dict | str) -> dict:
+    """One override tree from several, later ones winning: each a nested dict or a
+    ``section.key=value`` string (what ``seglab train --set`` takes)."""
+    out: dict = {}
+    for item in overrides:
+        out = _merge(out, parse_override(item) if isinstance(item, str) else item)
+    return out
+
+
 def parse_override(text: str) -> dict:
     """Turn ``train.lr=0.001`` into ``{"train": {"lr": 0.001}}`` (value parsed as YAML)."""
     key, sep, value = text.partition("=")

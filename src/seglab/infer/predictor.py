@@ -9,17 +9,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-from seglab import modelfolder
-from seglab.backends import Backend, TorchBackend
-from seglab.io import read_image
-from seglab.models import SegmentationNet
-from seglab.postprocess import binarize
+from seglab.data.images import read_image
+from seglab.infer.postprocess import binarize
+from seglab.infer.runtimes import Backend, TorchBackend
+from seglab.models import folder as modelfolder
+from seglab.models.network import SegmentationNet
 
 
 @dataclass
@@ -161,123 +160,23 @@ def load_model(path: str | os.PathLike[str], device: str = "cpu", backend: str =
                ) -> Predictor:
     """Load a model folder or a zoo model (``"jewellery-cutout"``) into a :class:`Predictor`.
 
-    ``backend`` names one of :data:`seglab.backends.NAMES`, or ``"auto"`` for the
+    ``backend`` names one of :data:`seglab.infer.runtimes.NAMES`, or ``"auto"`` for the
     fastest one that passed ``seglab export``'s agreement check.
     """
-    from seglab import backends, zoo
+    from seglab.infer import runtimes
+    from seglab.models import zoo
 
     folder = zoo.resolve(path)
     net, config = modelfolder.load_net(folder)
-    record = backends.read_checks(folder)
-    name = backends.choose(folder, backend, record) if device == "cpu" else backend
+    record = runtimes.read_checks(folder)
+    name = runtimes.choose(folder, backend, record) if device == "cpu" else backend
     name = name if name != "auto" else "torch"
-    runner = backends.open_backend(name, net, folder, device)
-    exported = record.get("input_shape") if name in backends.FILES else None
+    runner = runtimes.open_backend(name, net, folder, device)
+    exported = record.get("input_shape") if name in runtimes.FILES else None
     return Predictor(net, config, device=device, backend=runner,
                      input_size=exported[1:] if exported else None)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-np.clip(x, -80, 80).astype(np.float32)))).astype(np.float32)
-
-
-def predict_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
-                  out: str | os.PathLike[str], *, layout: str = "split", batch_size: int = 8,
-                  write_masks: bool = True, write_overlays: bool = True,
-                  progress: bool = True, workers: int = 0, resume: bool = False) -> dict:
-    """Predict files, folders or globs and write every output at the original resolution.
-
-    Streams: images are decoded (in ``workers`` processes when > 0) while the model
-    runs, and each batch's outputs are written before the next is read, so memory
-    stays bounded for any number of images. Writes ``masks/<image>_<class>.png``,
-    ``overlays/<image>.png``, one line per image in ``summary.jsonl``, then
-    ``submission.csv`` (Severstal layout ``split`` or ``combined``), ``summary.csv``
-    and ``summary.json`` (counts and errors). A file that cannot be read is reported
-    in ``errors`` and skipped. ``resume=True`` skips images already in
-    ``summary.jsonl`` (after a kill, say).
-    """
-    import csv
-    import json
-
-    from tqdm import tqdm
-
-    from seglab import rle
-    from seglab.io import (
-        JsonLines,
-        atomic_write,
-        image_batches,
-        list_images,
-        output_names,
-        write_image,
-        write_text_atomic,
-    )
-    from seglab.report import overlay
-
-    out = Path(out)
-    names = predictor.class_names
-    log = JsonLines(out / "summary.jsonl", resume=resume)
-    every = list_images(*inputs)
-    stems = output_names(every)
-    paths = log.pending(every)
-    errors: list[dict] = []
-    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress)
-    skipped = 0
-    try:
-        for good in image_batches(paths, batch_size, errors, workers=workers,
-                                  report=bar.write):
-            preds = predictor.predict_batch([img for _, img in good]) if good else []
-            rows = []
-            for (path, image), pred in zip(good, preds, strict=True):
-                codes = {}
-                for c, mask in enumerate(pred.masks):
-                    if mask.any():
-                        codes[str(c + 1)] = rle.encode(mask)
-                        if write_masks:
-                            write_image(out / "masks" / f"{stems[path]}_{names[c]}.png",
-                                        mask * 255)
-                if write_overlays:
-                    write_image(out / "overlays" / f"{stems[path]}.png",
-                                overlay(image, pred.masks))
-                row = {
-                    "image": path.name, "path": str(path), "width": image.shape[1],
-                    "height": image.shape[0], "defective": bool(pred.classes_found),
-                    "defect_score": round(pred.defect_score, 4),
-                    "classes_found": pred.classes_found, "area": pred.areas,
-                    "class_probability": {n: round(float(p), 4)
-                                          for n, p in zip(names, pred.class_probs, strict=True)},
-                    "max_pixel_probability": {n: round(float(p.max()), 4)
-                                              for n, p in zip(names, pred.probs, strict=True)},
-                    "rle": codes,
-                }
-                rows.append(row)
-                if progress:
-                    bar.write(f"{row['image']}: is defect: [{row['defect_score']:.2f}] "
-                              f"{'defective' if row['defective'] else 'normal'} "
-                              f"{', '.join(row['classes_found'])}")
-            log.append(rows)  # after the row's files: a listed image is complete
-            bar.update(len(good) + len(errors) - skipped)
-            skipped = len(errors)
-    finally:
-        bar.close()
-        log.close()
-    images = defective = 0
-    with atomic_write(out / "submission.csv", "w") as sub, \
-            atomic_write(out / "summary.csv", "w") as table:
-        rle.write_header(sub, layout)  # type: ignore[arg-type]
-        writer = csv.writer(table, lineterminator="\n")
-        writer.writerow(["image", "defective", "defect_score", "classes_found",
-                         *[f"area_{n}" for n in names], *[f"prob_{n}" for n in names]])
-        for r in log.rows():
-            images += 1
-            defective += r["defective"]
-            rle.write_rows(sub, r["image"], {int(k): v for k, v in r["rle"].items()},
-                           layout=layout, num_classes=len(names))  # type: ignore[arg-type]
-            writer.writerow([r["image"], int(r["defective"]), r["defect_score"],
-                             " ".join(r["classes_found"]), *[r["area"][n] for n in names],
-                             *[r["class_probability"][n] for n in names]])
-    summary = {"model": predictor.config.display_name, "images": images, "errors": errors,
-               "defective": defective, "results": "summary.jsonl"}
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return summary
-
 

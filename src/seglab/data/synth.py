@@ -21,8 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from seglab.data.files import write_text_atomic
+from seglab.data.images import IMAGE_SUFFIXES, list_images, read_image, write_image
 from seglab.errors import ImageReadError, SeglabError
-from seglab.io import IMAGE_SUFFIXES, list_images, read_image, write_image, write_text_atomic
 from seglab.recipes import SynthSpec
 
 # New kinds go at the end: a zero share then leaves older recipes' streams unchanged.

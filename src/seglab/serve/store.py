@@ -34,7 +34,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from seglab.io import encode_png, write_bytes_atomic
+from seglab.data.files import write_bytes_atomic
+from seglab.data.images import encode_png
 
 KINDS = ("defects", "cutout")
 FILE_KINDS = ("original", "overlay", "cutout", "shown", "mask")

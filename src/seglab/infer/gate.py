@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from seglab.recipes import GateSpec
+from seglab.infer.postprocess import clean, per_class
+from seglab.models.folder import ModelConfig
+from seglab.recipes import CleaningSpec, GateSpec
 
 
 def _as_mask(mask: np.ndarray) -> np.ndarray:
@@ -66,3 +68,18 @@ def decide(probs: np.ndarray, mask: np.ndarray, spec: GateSpec) -> Decision:
     else:
         reason = ""
     return Decision(not reason, round(conf, 5), round(area, 5), reason)
+
+
+def judge(probs: np.ndarray, config: ModelConfig) -> tuple[np.ndarray, np.ndarray, Decision]:
+    """Threshold, clean and gate one ``(H, W)`` probability map as the model's config says.
+
+    Returns the raw mask, the cleaned mask and the gate's decision; ``export``
+    uses the same function to check that a backend leaves the verdict unchanged.
+    """
+    gate = config.gate or GateSpec()
+    cleaning = config.postprocess.cleaning or CleaningSpec()
+    threshold = float(per_class(config.postprocess.threshold, 1)[0])
+    raw = (probs >= threshold).view(np.uint8)
+    mask = clean(raw, cleaning)
+    return raw, mask, decide(probs, mask, gate)
+

@@ -25,7 +25,7 @@ HUB_PREFIX = "hf://"
 
 
 def root() -> Path:
-    return Path(str(resources.files("seglab") / "zoo"))
+    return Path(str(resources.files("seglab") / "models" / "zoo"))
 
 
 def names() -> list[str]:
@@ -95,7 +95,7 @@ def entries() -> list[ZooEntry]:
     """Every zoo model with its measured figures (read from disk; no network)."""
     from safetensors import safe_open
 
-    from seglab.modelfolder import read_config
+    from seglab.models.folder import read_config
 
     out = []
     for name in names():

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from seglab import __version__
 from seglab.errors import ModelFolderError
-from seglab.models import SegmentationNet, build
+from seglab.models.network import SegmentationNet, build
 from seglab.recipes import (
     GateSpec,
     ModelSpec,
@@ -123,6 +123,21 @@ def save(folder: str | os.PathLike[str], net: SegmentationNet, config: ModelConf
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def update(folder: str | os.PathLike[str], *, config: ModelConfig | None = None,
+           card: str | None = None) -> Path:
+    """Rewrite a model folder's ``config.json`` and/or card (README.md) in place, each
+    atomically: what tuning and evaluation add after training. This module is the only
+    one that writes model folders."""
+    from seglab.data.files import write_text_atomic
+
+    path = Path(folder)
+    if config is not None:
+        write_text_atomic(path / CONFIG, config.model_dump_json(indent=2) + "\n")
+    if card is not None:
+        write_text_atomic(path / CARD, card)
+    return path
 
 
 def read_config(folder: str | os.PathLike[str]) -> ModelConfig:

@@ -1,0 +1,170 @@
+"""Inference backends behind the one predictor API, .
+
+A backend maps a preprocessed ``(N, 3, H, W)`` float32 batch to
+``(mask_logits, class_logits)`` as float32 numpy arrays. The reference is PyTorch
+eager fp32; the others must agree with it on sample inputs before they are used:
+
+- ``torch-bf16``: channels-last tensors + bfloat16 autocast (AMX / AVX-512 BF16).
+- ``onnx``: ONNX Runtime on ``model.onnx``.
+- ``onnx-int8``: ONNX Runtime on a static int8 quantisation calibrated on samples.
+- ``openvino`` / ``openvino-bf16``: OpenVINO on ``model.onnx`` in fp32 / bf16 arithmetic.
+- ``openvino-int8``: OpenVINO on an int8 model quantised with NNCF; layers whose
+  quantisation flips mask pixels are found by NNCF's accuracy control and kept
+  in fp32 until the masks agree (per-layer fallback).
+
+``seglab.export(model_dir, ...)`` (:mod:`seglab.deploy`) writes the files, measures
+each candidate's agreement (masks, decisions, the probabilities decisions are made
+from) and speed on the
+same inputs, and records them in ``backends.json``; it refuses to record a
+backend that disagrees beyond the tolerance. ``load_model(...,
+backend="auto")`` then picks the fastest backend that passed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from seglab.errors import SeglabError
+
+BACKENDS_FILE = "backends.json"
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+OV_INT8_FILE = "model.ov-int8.xml"
+NAMES = ("torch", "torch-bf16", "onnx", "onnx-int8", "openvino", "openvino-bf16",
+         "openvino-int8")
+FILES = {"onnx": ONNX_FILE, "onnx-int8": INT8_FILE, "openvino": ONNX_FILE,
+         "openvino-bf16": ONNX_FILE, "openvino-int8": OV_INT8_FILE}
+"""The file each exported backend runs (the PyTorch ones run the weights)."""
+
+Backend = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+class TorchBackend:
+    """PyTorch eager; ``bf16=True`` adds channels-last and bfloat16 autocast."""
+
+    def __init__(self, net: torch.nn.Module, bf16: bool = False,
+                 device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.bf16 = bf16
+        self.net = net.to(self.device).eval()
+        if bf16:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.name = "torch-bf16" if bf16 else "torch"
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = torch.from_numpy(batch).to(self.device)
+        if self.bf16:
+            x = x.contiguous(memory_format=torch.channels_last)
+        ctx = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16
+               else nullcontext())
+        with ctx:
+            masks, labels = self.net(x)
+        return masks.float().cpu().numpy(), labels.float().cpu().numpy()
+
+
+class OnnxBackend:
+    """ONNX Runtime on the CPU (fp32 or int8 model file)."""
+
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None,
+                 name: str = "onnx") -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        self.session = ort.InferenceSession(str(path), options,
+                                            providers=["CPUExecutionProvider"])
+        self.name = name
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        masks, labels = self.session.run(None, {"image": np.ascontiguousarray(batch)})
+        return masks.astype(np.float32, copy=False), labels.astype(np.float32, copy=False)
+
+
+class OpenVinoBackend:
+    """OpenVINO on the CPU: fp32 or bf16 arithmetic on the ONNX file, or the int8 IR.
+
+    The precision is always stated: left alone, OpenVINO computes in bf16 on any
+    CPU with AVX-512 BF16, which without AMX is slower than fp32 and flips pixels.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None,
+                 precision: str = "f32", name: str = "openvino") -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        config = {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+                  "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        self.name = name
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        result = self.compiled(np.ascontiguousarray(batch))
+        return (np.asarray(result[0], np.float32), np.asarray(result[1], np.float32))
+
+
+def available(name: str) -> bool:
+    """Whether the runtime a backend needs is installed."""
+    import importlib.util
+
+    module = ("onnxruntime" if name.startswith("onnx") else
+              "openvino" if name.startswith("openvino") else None)
+    return module is None or importlib.util.find_spec(module) is not None
+
+
+def open_backend(name: str, net: torch.nn.Module, folder: Path,
+                 device: str | torch.device = "cpu") -> Backend:
+    """The backend ``name`` for a model folder (exported files must exist)."""
+    if name not in NAMES:
+        raise SeglabError(f"unknown backend {name!r}; choose one of {', '.join(NAMES)} or auto")
+    if name in ("torch", "torch-bf16"):
+        return TorchBackend(net, bf16=name == "torch-bf16", device=device)
+    if not available(name):
+        runtime = "openvino" if name.startswith("openvino") else "onnxruntime"
+        raise SeglabError(f"backend {name} needs {runtime} installed")
+    file = folder / FILES[name]
+    if not file.is_file():
+        raise SeglabError(f"backend {name} needs {file}: run `seglab export {folder}` first")
+    if name.startswith("openvino"):
+        return OpenVinoBackend(file, precision="bf16" if name == "openvino-bf16" else "f32",
+                               name=name)
+    return OnnxBackend(file, name=name)
+
+
+def read_checks(folder: Path) -> dict[str, Any]:
+    path = folder / BACKENDS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SeglabError(f"{path} is not valid JSON ({exc}); run seglab export again") from None
+
+
+def choose(folder: Path, requested: str = "auto", record: dict[str, Any] | None = None
+           ) -> str:
+    """``requested`` if named; for ``auto`` the fastest backend that passed ``export``'s check.
+
+    A model folder that was never exported runs on the reference (PyTorch fp32).
+    ``record`` is ``backends.json`` when the caller has read it already.
+    """
+    if requested != "auto":
+        return requested
+    checks = (read_checks(folder) if record is None else record).get("backends", {})
+    passed = [(c["ms_per_image"], name) for name, c in checks.items()
+              if c.get("passed") and available(name)]
+    return min(passed)[1] if passed else "torch"
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x.astype(np.float32), -80, 80)))
+

@@ -1,0 +1,59 @@
+"""``create_app`` wires the service, API and pages into one FastAPI app;
+``serve`` runs it with uvicorn.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from seglab import __version__
+from seglab.recipes import ServerSpec
+from seglab.serve.api import _api
+from seglab.serve.limits import UploadLimit
+from seglab.serve.pages import WEB, _errors, _pages
+from seglab.serve.service import LoadedModel, Service, _load
+from seglab.serve.store import Store
+
+
+def create_app(models: Sequence[str | os.PathLike[str]] | Sequence[LoadedModel],
+               data_dir: str | os.PathLike[str] = "seglab-data", *, db_url: str | None = None,
+               spec: ServerSpec | None = None) -> FastAPI:
+    """The FastAPI application serving ``models`` (model folders or loaded models)."""
+    spec = spec or ServerSpec()
+    loaded = [m if isinstance(m, LoadedModel) else _load(Path(m)) for m in models]
+    names = [m.name for m in loaded]
+    for i, m in enumerate(loaded):  # two folders of the same recipe get distinct names
+        if names.count(m.name) > 1:
+            m.name = f"{m.name}-{i + 1}"
+    service = Service(loaded, Store(data_dir, db_url), spec)
+    app = FastAPI(title="seglab", version=__version__,
+                  description="U-Net segmentation: steel defect check and jewellery "
+                              "background removal.")
+    app.state.service = service
+    app.add_middleware(UploadLimit, max_bytes=int(spec.max_upload_mb * 1e6))
+    app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
+    templates = Jinja2Templates(directory=WEB / "templates")
+    templates.env.globals.update(version=__version__)
+    _errors(app, templates)
+    _api(app, service)
+    _pages(app, service, templates)
+    return app
+
+
+def serve(models: Sequence[str | os.PathLike[str]], *, host: str = "127.0.0.1",
+          port: int = 8000, data_dir: str | os.PathLike[str] = "seglab-data",
+          db_url: str | None = None, spec: ServerSpec | None = None) -> None:
+    """Load the models and serve until interrupted."""
+    import torch
+    import uvicorn
+
+    spec = spec or ServerSpec()
+    # Each inference slot gets its share of the cores instead of all slots fighting over all.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // spec.max_concurrent))
+    app = create_app(models, data_dir, db_url=db_url, spec=spec)
+    uvicorn.run(app, host=host, port=port, log_level="info")

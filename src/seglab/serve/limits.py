@@ -1,0 +1,69 @@
+"""Upload limits enforced while the body streams in: a huge or endless upload is
+refused with 413 before it is buffered.
+"""
+from __future__ import annotations
+
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class UploadLimit:
+    """Refuse request bodies over the limit before reading them (pure ASGI middleware).
+
+    A declared ``Content-Length`` over the limit is answered 413 at once; a body
+    without one (chunked) is counted as it streams and cut off at the limit.
+    Starlette has no such limit of its own, so it is written here.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(send, int(declared) if declared.isdigit() else None)
+            return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send, None)
+
+    async def _refuse(self, send: Send, size: int | None) -> None:
+        limit = self.max_bytes / 1e6
+        what = f"{size / 1e6:.1f} MB" if size is not None else "the request body"
+        response = JSONResponse({"detail": f"upload too large: {what} exceeds the "
+                                           f"{limit:g} MB limit", "code": "too_large"},
+                                status_code=413, headers={"Connection": "close"})
+        await response({"type": "http"}, _no_receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _no_receive() -> Message:  # pragma: no cover - JSONResponse never reads
+    return {"type": "http.disconnect"}
+
