@@ -16,8 +16,9 @@ from seglab.data import rle
 from seglab.infer.predictor import Predictor, load_model
 from seglab.models import folder as modelfolder
 from seglab.models.network import build
-from seglab.recipes import ServerSpec, load_recipe
+from seglab.recipes import load_recipe
 from seglab.serve.app import create_app
+from seglab.serve.config import ServerSpec
 from seglab.serve.limits import UploadLimit
 from seglab.serve.service import ApiError, LoadedModel, Service
 from seglab.serve.store import Store

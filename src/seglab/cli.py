@@ -314,8 +314,8 @@ def serve(
 ) -> None:
     """Run the web service: JSON API under /api/v1, pages for people at /."""
     from seglab.models import zoo
-    from seglab.recipes import load_server_spec
     from seglab.serve.app import serve as run_server
+    from seglab.serve.config import load_server_spec
 
     models = [str(zoo.resolve(m)) for m in models] if models else [
         str(zoo.resolve(n)) for n in zoo.names()]

@@ -388,7 +388,8 @@ def open_dataset(recipe: Recipe, root: str | os.PathLike[str],
     elif fmt == "cutout":
         dataset = CutoutDataset(root, spec=spec)
     else:
-        raise SeglabError(f"data format {fmt!r} has no folder dataset; use seglab.data.synth for it")
+        raise SeglabError(f"data format {fmt!r} has no folder dataset; use seglab.data.synth "
+                          "for it")
     if ids is not None:
         wanted = set(ids)
         unknown = wanted - {it.id for it in dataset.items}

@@ -213,23 +213,6 @@ class GateSpec(Strict):
         return self
 
 
-class ServerSpec(Strict):
-    """Limits of the web service (``seglab serve --config FILE`` or command-line flags)."""
-
-    max_upload_mb: Annotated[float, Field(gt=0, le=1024)] = 20.0
-    """Requests with a larger body are refused (413) before they are read."""
-    max_pixels: Annotated[int, Field(ge=1)] = 40_000_000
-    """Images with more pixels are refused (413): a decompression-bomb guard."""
-    max_files: Annotated[int, Field(ge=1, le=10_000)] = 32
-    """Files in one batch request."""
-    max_concurrent: Annotated[int, Field(ge=1, le=256)] = 2
-    """Inferences running at once; more requests wait in a queue."""
-    queue_timeout_s: Annotated[float, Field(gt=0)] = 60.0
-    """How long a request waits for a free inference slot before a 503."""
-    formats: list[str] = ["JPEG", "PNG", "WEBP", "AVIF", "BMP", "TIFF"]
-    """Accepted image types, recognised by content (Pillow format names)."""
-
-
 class Recipe(Strict):
     name: str
     task: Literal["defects", "cutout"]
@@ -277,20 +260,11 @@ def load_recipe(name_or_path: str | Path, overrides: dict | None = None) -> Reci
             raise RecipeError(
                 f"recipe {name_or_path!r} not found: not a file, and not one of the shipped "
                 f"recipes ({', '.join(sorted(known))})")
-    return _load(Recipe, path, overrides, "recipe")
+    return load_validated(Recipe, path, overrides, "recipe")
 
 
-def load_server_spec(path: str | Path | None = None, overrides: dict | None = None
-                     ) -> ServerSpec:
-    """The service's limits: defaults, then a YAML file, then command-line overrides."""
-    if path is None:
-        return _validate(ServerSpec, _merge({}, overrides or {}), "server settings")
-    if not Path(path).exists():
-        raise RecipeError(f"server settings file {path} not found")
-    return _load(ServerSpec, Path(path), overrides, "server settings")
-
-
-def _load(cls: type[M], path: Path, overrides: dict | None, what: str) -> M:
+def load_validated(cls: type[M], path: Path, overrides: dict | None, what: str) -> M:
+    """A YAML file validated as ``cls`` after ``overrides``; every problem in one error."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -299,10 +273,11 @@ def _load(cls: type[M], path: Path, overrides: dict | None, what: str) -> M:
         raise RecipeError(f"{what} {path} must be a YAML mapping, got {type(data).__name__}")
     if overrides:
         data = _merge(data, overrides)
-    return _validate(cls, data, f"{what} {path}")
+    return validate(cls, data, f"{what} {path}")
 
 
-def _validate(cls: type[M], data: dict, label: str) -> M:
+def validate(cls: type[M], data: dict, label: str) -> M:
+    """``cls`` from ``data``, or one :class:`RecipeError` listing every invalid key."""
     try:
         return cls.model_validate(data)
     except ValidationError as exc:

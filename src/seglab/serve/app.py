@@ -12,8 +12,8 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from seglab import __version__
-from seglab.recipes import ServerSpec
 from seglab.serve.api import _api
+from seglab.serve.config import ServerSpec
 from seglab.serve.limits import UploadLimit
 from seglab.serve.pages import WEB, _errors, _pages
 from seglab.serve.service import LoadedModel, Service, _load

@@ -20,7 +20,7 @@ from seglab.data import rle
 from seglab.data.images import read_image
 from seglab.errors import ImageReadError
 from seglab.infer.predictor import Predictor, load_model
-from seglab.recipes import ServerSpec
+from seglab.serve.config import ServerSpec
 from seglab.serve.store import Item, Store
 
 log = logging.getLogger("seglab.serve")

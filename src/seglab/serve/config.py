@@ -1,0 +1,40 @@
+"""The service's limits (``seglab serve --config FILE`` or command-line flags), validated
+like recipes: an unknown key or a bad value is one clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
+
+from seglab.errors import RecipeError
+from seglab.recipes import Strict, load_validated, merge_overrides, validate
+
+
+class ServerSpec(Strict):
+    """Limits of the web service (``seglab serve --config FILE`` or command-line flags)."""
+
+    max_upload_mb: Annotated[float, Field(gt=0, le=1024)] = 20.0
+    """Requests with a larger body are refused (413) before they are read."""
+    max_pixels: Annotated[int, Field(ge=1)] = 40_000_000
+    """Images with more pixels are refused (413): a decompression-bomb guard."""
+    max_files: Annotated[int, Field(ge=1, le=10_000)] = 32
+    """Files in one batch request."""
+    max_concurrent: Annotated[int, Field(ge=1, le=256)] = 2
+    """Inferences running at once; more requests wait in a queue."""
+    queue_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    """How long a request waits for a free inference slot before a 503."""
+    formats: list[str] = Field(default_factory=lambda: ["JPEG", "PNG", "WEBP", "AVIF", "BMP",
+                                                        "TIFF"])
+    """Accepted image types, recognised by content (Pillow format names)."""
+
+
+def load_server_spec(path: str | Path | None = None, overrides: dict | None = None
+                     ) -> ServerSpec:
+    """The service's limits: defaults, then a YAML file, then command-line overrides."""
+    if path is None:
+        return validate(ServerSpec, merge_overrides(overrides or {}), "server settings")
+    if not Path(path).exists():
+        raise RecipeError(f"server settings file {path} not found")
+    return load_validated(ServerSpec, Path(path), overrides, "server settings")
