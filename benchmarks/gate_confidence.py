@@ -24,7 +24,8 @@ import numpy as np
 from seglab.cutout.batch import iou
 from seglab.data import synth
 from seglab.infer.gate import confidence, judge
-from seglab.infer.predictor import Predictor, _sigmoid, load_model
+from seglab.infer.predictor import Predictor, load_model
+from seglab.infer.runtimes import sigmoid
 from seglab.recipes import load_recipe
 from seglab.training.trainer import split_dataset
 
@@ -77,7 +78,7 @@ def main() -> None:
         p_old = _upsample_probs(p_model, shape)
         logits = np.log(np.clip(p_model, 1e-6, 1 - 1e-6)) - np.log1p(
             -np.clip(p_model, 1e-6, 1 - 1e-6))
-        p_new = _sigmoid(cv2.resize(logits, (shape[1], shape[0]),
+        p_new = sigmoid(cv2.resize(logits, (shape[1], shape[0]),
                                     interpolation=cv2.INTER_LINEAR))
         _, mask_new, dec_new = judge(p_new, predictor.config)
         _, mask_old, dec_old = judge(p_old, predictor.config)

@@ -123,7 +123,7 @@ def main() -> None:
 
         def row(name: str, model: Any) -> None:
             logits, cls, far, ms = run(model)
-            moved = np.abs(runtimes._sigmoid(cls) - runtimes._sigmoid(ref_cls)).max()
+            moved = np.abs(runtimes.sigmoid(cls) - runtimes.sigmoid(ref_cls)).max()
             print(f"| {name} | {exporting.agreement(logits >= 0, ref >= 0):.4f} | "
                   f"{exporting.agreement(logits[8:] >= 0, ref[8:] >= 0):.4f} | "
                   f"{exporting.agreement(far >= 0, ref_far >= 0):.4f} | {moved:.3f} | {ms:.0f} |",

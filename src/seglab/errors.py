@@ -7,6 +7,13 @@ message (and the right exit code or HTTP status) instead of a traceback.
 from __future__ import annotations
 
 
+def describe(problems: list[dict]) -> str:
+    """pydantic's (or FastAPI's) validation errors as one line: ``loc.path: message; ...``.
+    Recipes, model folders and request bodies all report invalid input this way."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+                     for e in problems)
+
+
 class SeglabError(ValueError):
     """Base class for every error caused by input the user gave seglab."""
 

@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 from seglab.data import rle
 from seglab.data.images import IMAGE_SUFFIXES, read_image
 from seglab.errors import SeglabError
-from seglab.recipes import DataSpec, Recipe
+from seglab.recipes import DataSpec, Normalization, Recipe
 
 
 @dataclass(frozen=True)
@@ -92,9 +92,8 @@ class SegmentationDataset(Dataset):
         self.class_names = list(class_names)
         self.spec = spec
         self.transform = build_transforms(spec, train) if spec is not None else None
-        norm = spec.normalization if spec is not None else None
-        self._mean = np.asarray(norm.mean if norm else (0.485, 0.456, 0.406), np.float32) * 255
-        self._std = np.asarray(norm.std if norm else (0.229, 0.224, 0.225), np.float32) * 255
+        norm = spec.normalization if spec is not None else Normalization()
+        self._mean, self._std = norm.on_uint8()
 
     @property
     def num_classes(self) -> int:

@@ -26,9 +26,9 @@ from seglab.infer.runtimes import (
     OV_INT8_FILE,
     Backend,
     TorchBackend,
-    _sigmoid,
     available,
     open_backend,
+    sigmoid,
 )
 from seglab.metrics import agreement
 
@@ -84,9 +84,9 @@ def export(model_dir: str | os.PathLike[str], *, samples: np.ndarray,
     calibration = samples[:len(samples) - held]
     reference = TorchBackend(net)
     ref_logits, ref_cls = reference(samples)
-    ref_probs = _sigmoid(ref_logits)
+    ref_probs = sigmoid(ref_logits)
     ref_masks = ref_probs >= threshold
-    ref_present, ref_scores = _decisions(ref_probs, _sigmoid(ref_cls), config)
+    ref_present, ref_scores = _decisions(ref_probs, sigmoid(ref_cls), config)
     timing = samples[:timing_batch]
     results: dict[str, Any] = {"torch": {
         "passed": True, "reference": True, "mask_dice": 1.0, "score_diff": 0.0,
@@ -110,8 +110,8 @@ def export(model_dir: str | os.PathLike[str], *, samples: np.ndarray,
         # A copy each: torch-bf16 converts its network to channels-last in place.
         backend = open_backend(name, copy.deepcopy(net), folder)
         logits, cls = backend(samples)
-        probs = _sigmoid(logits)
-        present, scores = _decisions(probs, _sigmoid(cls), config)
+        probs = sigmoid(logits)
+        present, scores = _decisions(probs, sigmoid(cls), config)
         result = {"mask_dice": round(agreement(probs >= threshold, ref_masks), 6),
                   "decision_flips": int((present != ref_present).sum()),
                   "score_diff": round(float(np.abs(scores - ref_scores).max(initial=0)), 6),
@@ -217,7 +217,6 @@ def sample_inputs(model_dir: str | os.PathLike[str], images: Sequence[str | os.P
         for _ in range(count):
             noise = rng.integers(0, 256, (hw[0] // 8 + 1, hw[1] // 8 + 1, 3)).astype(np.uint8)
             arrays.append(cv2.resize(noise, (hw[1], hw[0]), interpolation=cv2.INTER_CUBIC))
-    mean = np.asarray(config.normalization.mean, np.float32) * 255.0
-    std = np.asarray(config.normalization.std, np.float32) * 255.0
+    mean, std = config.normalization.on_uint8()
     return np.stack([preprocess(a, hw, mean, std) for a in arrays])
 

@@ -16,7 +16,7 @@ import torch
 
 from seglab.data.images import read_image
 from seglab.infer.postprocess import binarize
-from seglab.infer.runtimes import Backend, TorchBackend
+from seglab.infer.runtimes import Backend, TorchBackend, sigmoid
 from seglab.models import folder as modelfolder
 from seglab.models.network import SegmentationNet
 
@@ -63,9 +63,7 @@ class Predictor:
         """Runs the network: PyTorch fp32 unless an exported, checked backend was chosen."""
         self.tta = False
         """Average over horizontal and vertical flips (slower, usually a little better)."""
-        norm = config.normalization
-        self._mean = np.asarray(norm.mean, dtype=np.float32) * 255.0
-        self._std = np.asarray(norm.std, dtype=np.float32) * 255.0
+        self._mean, self._std = config.normalization.on_uint8()
 
     @property
     def class_names(self) -> list[str]:
@@ -82,8 +80,8 @@ class Predictor:
         for axes in views:
             x = np.ascontiguousarray(np.flip(batch, axes)) if axes else batch
             logits, cls_logits = self.backend(x)
-            p = _sigmoid(np.flip(logits, axes) if axes else logits)
-            c = _sigmoid(cls_logits)
+            p = sigmoid(np.flip(logits, axes) if axes else logits)
+            c = sigmoid(cls_logits)
             probs = p if probs is None else probs + p
             cls = c if cls is None else cls + c
         assert probs is not None and cls is not None
@@ -153,7 +151,7 @@ def _resize_probs(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
                          interpolation=cv2.INTER_LINEAR)
     if resized.ndim == 2:
         resized = resized[:, :, None]
-    return np.ascontiguousarray(_sigmoid(resized).transpose(2, 0, 1))
+    return np.ascontiguousarray(sigmoid(resized).transpose(2, 0, 1))
 
 
 def load_model(path: str | os.PathLike[str], device: str = "cpu", backend: str = "torch"
@@ -175,8 +173,4 @@ def load_model(path: str | os.PathLike[str], device: str = "cpu", backend: str =
     exported = record.get("input_shape") if name in runtimes.FILES else None
     return Predictor(net, config, device=device, backend=runner,
                      input_size=exported[1:] if exported else None)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-np.clip(x, -80, 80).astype(np.float32)))).astype(np.float32)
 

@@ -165,6 +165,8 @@ def choose(folder: Path, requested: str = "auto", record: dict[str, Any] | None 
     return min(passed)[1] if passed else "torch"
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x.astype(np.float32), -80, 80)))
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logits to float32 probabilities; clipped so that no logit overflows ``exp``. The one
+    place seglab turns logits into probabilities outside PyTorch."""
+    return (1.0 / (1.0 + np.exp(-np.clip(x.astype(np.float32), -80, 80)))).astype(np.float32)
 

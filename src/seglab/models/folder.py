@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from seglab import __version__
-from seglab.errors import ModelFolderError
+from seglab.errors import ModelFolderError, describe
 from seglab.models.network import SegmentationNet, build
 from seglab.recipes import (
     GateSpec,
@@ -152,8 +152,8 @@ def read_config(folder: str | os.PathLike[str]) -> ModelConfig:
     except json.JSONDecodeError as exc:
         raise ModelFolderError(f"{cfg_path} is not valid JSON: {exc}") from None
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ModelFolderError(f"{cfg_path} does not validate: {problems}") from None
+        raise ModelFolderError(f"{cfg_path} does not validate: {describe(exc.errors())}"
+                               ) from None
 
 
 def read_weights(path: Path) -> dict:

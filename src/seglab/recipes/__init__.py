@@ -12,10 +12,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from seglab.errors import RecipeError
+from seglab.errors import RecipeError, describe
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -44,9 +45,17 @@ class ModelSpec(Strict):
 
 
 class Normalization(Strict):
+    """Per-channel mean and std on 0-1 RGB (ImageNet's by default, what smp's encoders expect)."""
+
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)],
                Annotated[float, Field(gt=0)]] = (0.229, 0.224, 0.225)
+
+    def on_uint8(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std scaled to 0-255 pixels, as float32: what preprocessing subtracts and
+        divides by, computed in one place for training, inference and export."""
+        return (np.asarray(self.mean, np.float32) * 255.0,
+                np.asarray(self.std, np.float32) * 255.0)
 
 
 class Augment(Strict):
@@ -281,11 +290,7 @@ def validate(cls: type[M], data: dict, label: str) -> M:
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise RecipeError(f"{label} is invalid: {problems}") from None
+        raise RecipeError(f"{label} is invalid: {describe(exc.errors())}") from None
 
 
 def _merge(base: dict, extra: dict) -> dict:

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from seglab.errors import SeglabError
+from seglab.errors import SeglabError, describe
 from seglab.serve.api import Files, _get
 from seglab.serve.service import ApiError, Service, log
 from seglab.serve.store import KINDS, new_id
@@ -49,8 +49,7 @@ def _errors(app: FastAPI, templates: Jinja2Templates) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                             for e in exc.errors())
+        problems = describe(exc.errors())
         if _wants_html(request):
             return reply(request, 422, "invalid_request", problems)
         return JSONResponse({"detail": problems, "code": "invalid_request",
