@@ -21,11 +21,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from seglab.cutout.batch import iou
 from seglab.data import synth
 from seglab.infer.gate import confidence, judge
 from seglab.infer.predictor import Predictor, load_model
 from seglab.infer.runtimes import sigmoid
+from seglab.metrics import iou
 from seglab.recipes import load_recipe
 from seglab.training.trainer import split_dataset
 

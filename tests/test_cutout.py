@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seglab.cutout.batch import cutout_files, gate_report, iou
+from seglab.cutout.batch import cutout_files, gate_report
 from seglab.cutout.remove import parse_colour, remove
 from seglab.data.datasets import CutoutDataset
 from seglab.data.images import read_image
 from seglab.data.synth import Synthesizer, generate, list_photos, load_foregrounds
 from seglab.infer.predictor import Predictor
+from seglab.metrics import iou
 from seglab.models import folder as modelfolder
 from seglab.models.network import build
 from seglab.recipes import SynthSpec, load_recipe

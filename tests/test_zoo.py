@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import seglab
-from seglab.cutout.batch import iou
 from seglab.data.images import read_image
 from seglab.demo import samples_folder
 from seglab.errors import ModelFolderError
 from seglab.infer.predictor import load_model
+from seglab.metrics import iou
 from seglab.models import folder as modelfolder
 from seglab.models import zoo
 from seglab.models.network import build

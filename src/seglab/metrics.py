@@ -1,4 +1,9 @@
-"""Dice, the Severstal competition metric, and image-level detection scores.
+"""Dice, the Severstal competition metric, IoU and image-level detection scores.
+
+Pixel statistics come from ``segmentation_models_pytorch.metrics`` (``get_stats``,
+``f1_score`` = Dice, ``iou_score``) and ROC-AUC from torchmetrics; only the exact
+Dice from pixel counts that threshold tuning needs (``dice_from_counts``, vectorised
+over a whole grid of thresholds at once) is written here.
 
 The competition scores every (image, class) pair with Dice
 ``2|X∩Y| / (|X| + |Y|)``, defined as 1 when both masks are empty, and averages
@@ -9,6 +14,7 @@ mission's training metric; both are here, vectorised over a batch.
 from __future__ import annotations
 
 import numpy as np
+import segmentation_models_pytorch as smp
 import torch
 
 
@@ -19,14 +25,18 @@ def dice_pairs(pred: torch.Tensor | np.ndarray, truth: torch.Tensor | np.ndarray
     ``smooth=0`` is the competition's exact Dice (empty vs empty = 1, empty vs
     non-empty = 0); ``smooth=1`` is the mission's smoothed coefficient.
     """
-    p = torch.as_tensor(pred).bool().flatten(2)
-    t = torch.as_tensor(truth).bool().flatten(2)
-    inter = (p & t).sum(2).double()
-    total = p.sum(2).double() + t.sum(2).double()
+    tp, fp, fn, tn = _stats(pred, truth)
     if smooth > 0:
-        return ((2 * inter + smooth) / (total + smooth)).float()
-    out = torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
-    return out.float()
+        return ((2 * tp + smooth) / (2 * tp + fp + fn + smooth)).float()
+    return smp.metrics.f1_score(tp, fp, fn, tn, reduction="none", zero_division=1.0).float()
+
+
+def _stats(pred: torch.Tensor | np.ndarray, truth: torch.Tensor | np.ndarray
+           ) -> tuple[torch.Tensor, ...]:
+    """True/false positives/negatives of ``(N, C, ...)`` binary masks per (image, class)."""
+    p = torch.as_tensor(np.asarray(pred) if not torch.is_tensor(pred) else pred)
+    t = torch.as_tensor(np.asarray(truth) if not torch.is_tensor(truth) else truth)
+    return smp.metrics.get_stats(p.bool().long(), t.bool().long(), mode="multilabel")
 
 
 def dice_from_counts(inter: np.ndarray, pred_area: np.ndarray, truth_area: np.ndarray
@@ -64,9 +74,14 @@ def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float | None:
 
 def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
     """Dice between two sets of binary masks over all pixels (1.0 when both are empty)."""
-    a, b = a.astype(bool), b.astype(bool)
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+    stats = _stats(np.asarray(a).reshape(1, 1, -1), np.asarray(b).reshape(1, 1, -1))
+    return float(smp.metrics.f1_score(*stats, reduction="none", zero_division=1.0)[0, 0])
+
+
+def iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Intersection over union of two binary masks (1.0 when both are empty)."""
+    stats = _stats(np.asarray(pred).reshape(1, 1, -1), np.asarray(truth).reshape(1, 1, -1))
+    return float(smp.metrics.iou_score(*stats, reduction="none", zero_division=1.0)[0, 0])
 
 
 def agreement(masks: np.ndarray, reference: np.ndarray) -> float:

@@ -13,6 +13,7 @@ import numpy as np
 
 from seglab.cutout.remove import remove, remove_batch
 from seglab.infer.predictor import Predictor
+from seglab.metrics import iou
 from seglab.recipes import GateSpec
 
 
@@ -86,12 +87,6 @@ def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
         review_sheet(kept, out / "review")
         gate_histograms(rows, out / "gate_report.png")
     return summary
-
-
-def iou(pred: np.ndarray, truth: np.ndarray) -> float:
-    p, t = pred.astype(bool), truth.astype(bool)
-    union = int((p | t).sum())
-    return 1.0 if union == 0 else float((p & t).sum()) / union
 
 
 def gate_report(predictor: Predictor, dataset, out: str | os.PathLike[str], *, name: str,
