@@ -48,3 +48,21 @@ def test_public_names_resolve_to_the_documented_objects():
         assert getattr(seglab, name) is not None, name
     assert seglab.remove is remove and seglab.fit is fit and seglab.export is export
     assert "jewellery-cutout" in seglab.list_models()
+
+
+def test_batch_report_and_export_functions_return_typed_results():
+    import json
+    import typing
+
+    from seglab.cutout.batch import CutoutSummary, GateReport, cutout_files, gate_report
+    from seglab.defects.batch import PredictSummary, predict_files
+    from seglab.deploy.verify import ExportRecord, export
+
+    for fn, kind in [(predict_files, PredictSummary), (cutout_files, CutoutSummary),
+                     (gate_report, GateReport), (export, ExportRecord)]:
+        assert typing.get_type_hints(fn)["return"] is kind, fn.__name__
+    summary = CutoutSummary(model="m", images=3, accepted=1, errors=[{"image": "x.jpg",
+                            "error": "not an image"}], gate={"min_confidence": 0.98})
+    assert summary.accepted == summary["accepted"] == 1 and summary.get("nope") is None
+    assert json.loads(summary.to_json()) == summary.as_dict()
+    assert summary.as_dict()["results"] == "results.jsonl"

@@ -4,10 +4,10 @@ report measured on composites with known masks.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,13 +15,43 @@ from seglab.cutout.remove import remove, remove_batch
 from seglab.infer.predictor import Predictor
 from seglab.metrics import iou
 from seglab.recipes import GateSpec
+from seglab.results import Result
+
+
+class CutoutSummary(Result):
+    """What ``cutout_files`` did: photos processed, how many a person is shown as a
+    cut-out, unreadable files (reported and skipped), the gate used, the results file."""
+
+    model: str
+    images: int
+    accepted: int
+    errors: list[dict[str, Any]]
+    gate: dict[str, Any]
+    results: str = "results.jsonl"
+
+
+class GateReport(Result):
+    """The gate measured on labelled photos: IoU per image, the share accepted, and the
+    precision of the accepted (IoU >= ``iou_good``) against coverage."""
+
+    data: str
+    images: int
+    mean_iou: float
+    median_iou: float
+    accepted_share: float
+    precision_of_accepted: float | None
+    mean_iou_accepted: float | None
+    iou_good: float
+    gate: dict[str, Any]
+    curve: list[dict[str, Any]]
+    results: list[dict[str, Any]]
 
 
 def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
                  out: str | os.PathLike[str], *, background: tuple[int, int, int] | None = None,
                  soft_edges: bool = False, mask_only: bool = False, batch_size: int = 4,
                  review: bool = True, progress: bool = True, workers: int = 0,
-                 resume: bool = False, review_limit: int = 400) -> dict:
+                 resume: bool = False, review_limit: int = 400) -> CutoutSummary:
     """Cut out every image; write ``shown/``, ``cutouts/``, ``masks/``, ``results.*``.
 
     ``shown/<name>.png`` is what a person sees (the cut-out if accepted, else the
@@ -71,11 +101,10 @@ def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
         bar.close()
         log.close()
     rows = list(log.rows())  # a few numbers per image: small even for 100,000 images
-    summary = {"model": predictor.config.display_name, "images": len(rows),
-               "accepted": sum(r["accepted"] for r in rows), "errors": errors,
-               "results": "results.jsonl",
-               "gate": (predictor.config.gate or GateSpec()).model_dump()}
-    write_text_atomic(out / "results.json", json.dumps(summary, indent=2) + "\n")
+    summary = CutoutSummary(model=predictor.config.display_name, images=len(rows),
+                            accepted=sum(r["accepted"] for r in rows), errors=errors,
+                            gate=(predictor.config.gate or GateSpec()).model_dump())
+    write_text_atomic(out / "results.json", summary.to_json())
     with atomic_write(out / "results.csv", "w") as f:
         writer = csv.DictWriter(f, ["image", "accepted", "confidence", "area_fraction",
                                     "reason"], extrasaction="ignore", lineterminator="\n")
@@ -90,7 +119,7 @@ def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
 
 
 def gate_report(predictor: Predictor, dataset, out: str | os.PathLike[str], *, name: str,
-                iou_good: float = 0.95, progress: bool = True) -> dict:
+                iou_good: float = 0.95, progress: bool = True) -> GateReport:
     """On labelled photos: IoU per image, accepted share, and precision against coverage.
 
     Precision is the share of accepted cut-outs whose IoU with the truth is at
@@ -118,16 +147,14 @@ def gate_report(predictor: Predictor, dataset, out: str | os.PathLike[str], *, n
     area_ok = (area >= gate.min_area_fraction) & (area <= gate.max_area_fraction)
     accepted = np.array([r["accepted"] for r in rows], bool)
     curve = precision_coverage(conf, ious, area_ok, iou_good)
-    report = {
-        "data": name, "images": len(rows), "mean_iou": float(ious.mean()),
-        "median_iou": float(np.median(ious)),
-        "accepted_share": float(accepted.mean()),
-        "precision_of_accepted": float((ious[accepted] >= iou_good).mean())
+    report = GateReport(
+        data=name, images=len(rows), mean_iou=float(ious.mean()),
+        median_iou=float(np.median(ious)), accepted_share=float(accepted.mean()),
+        precision_of_accepted=float((ious[accepted] >= iou_good).mean())
         if accepted.any() else None,
-        "mean_iou_accepted": float(ious[accepted].mean()) if accepted.any() else None,
-        "iou_good": iou_good, "gate": gate.model_dump(), "curve": curve, "results": rows,
-    }
-    write_json(out / "gate_report.json", report)
+        mean_iou_accepted=float(ious[accepted].mean()) if accepted.any() else None,
+        iou_good=iou_good, gate=gate.model_dump(), curve=curve, results=rows)
+    write_json(out / "gate_report.json", report.model_dump())
     plot_precision_coverage(curve, out / "precision_coverage.png",
                             f"{name}: precision vs coverage")
     gate_histograms(rows, out / "gate_report.png")

@@ -6,14 +6,27 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from seglab.infer.predictor import Predictor
+from seglab.results import Result
+
+
+class PredictSummary(Result):
+    """What ``predict_files`` did: images predicted, how many called defective, the files
+    that could not be read (reported and skipped), and the per-image results file."""
+
+    model: str
+    images: int
+    defective: int
+    errors: list[dict[str, Any]]
+    results: str = "summary.jsonl"
 
 
 def predict_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
                   out: str | os.PathLike[str], *, layout: str = "split", batch_size: int = 8,
                   write_masks: bool = True, write_overlays: bool = True,
-                  progress: bool = True, workers: int = 0, resume: bool = False) -> dict:
+                  progress: bool = True, workers: int = 0, resume: bool = False) -> PredictSummary:
     """Predict files, folders or globs and write every output at the original resolution.
 
     Streams: images are decoded (in ``workers`` processes when > 0) while the model
@@ -26,7 +39,6 @@ def predict_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]]
     ``summary.jsonl`` (after a kill, say).
     """
     import csv
-    import json
 
     from tqdm import tqdm
 
@@ -97,8 +109,8 @@ def predict_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]]
             writer.writerow([r["image"], int(r["defective"]), r["defect_score"],
                              " ".join(r["classes_found"]), *[r["area"][n] for n in names],
                              *[r["class_probability"][n] for n in names]])
-    summary = {"model": predictor.config.display_name, "images": images, "errors": errors,
-               "defective": defective, "results": "summary.jsonl"}
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    summary = PredictSummary(model=predictor.config.display_name, images=images,
+                             defective=defective, errors=errors)
+    write_text_atomic(out / "summary.json", summary.to_json())
     return summary
 

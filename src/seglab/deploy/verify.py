@@ -5,7 +5,6 @@ inputs, and record the ones that pass in ``backends.json``.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from seglab.infer.runtimes import (
     sigmoid,
 )
 from seglab.metrics import agreement
+from seglab.results import Result
 
 EXPORTS = ("onnx", "openvino", "openvino-bf16", "torch-bf16", "onnx-int8", "openvino-int8")
 """What ``export`` checks by default: every backend but the reference."""
@@ -54,10 +54,27 @@ def time_backend(backend: Backend, batch: np.ndarray, repeats: int = 3,
     return float(np.median(times))
 
 
+class ExportRecord(Result):
+    """What ``export`` measured (also ``backends.json``): per backend, its agreement with
+    PyTorch fp32, its speed and whether it passed; plus the inputs it was measured on."""
+
+    input_shape: list[int]
+    samples: int
+    calibration_samples: int
+    heldout_samples: int
+    threshold: float
+    min_dice: float
+    max_prob_diff: float
+    torch: str
+    threads: int
+    recipe: str | None
+    backends: dict[str, dict[str, Any]]
+
+
 def export(model_dir: str | os.PathLike[str], *, samples: np.ndarray,
            formats: Sequence[str] = EXPORTS, threshold: float = 0.5,
            min_dice: float = 0.995, max_prob_diff: float = 0.02, holdout: float = 0.5,
-           timing_batch: int = 1, keep_refused: bool = False) -> dict[str, Any]:
+           timing_batch: int = 1, keep_refused: bool = False) -> ExportRecord:
     """Export a model folder, check every backend against PyTorch fp32, record the results.
 
     ``samples`` are preprocessed inputs ``(N, 3, H, W)`` (real images where the
@@ -136,12 +153,12 @@ def export(model_dir: str | os.PathLike[str], *, samples: np.ndarray,
             _remove(folder / f)
         raise ExportError(f"the ONNX export of {folder} disagrees with PyTorch "
                           f"({results['onnx']['refused_because']}); not saved")
-    record = {"input_shape": list(samples.shape[1:]), "samples": len(samples),
-              "calibration_samples": len(calibration), "heldout_samples": held,
-              "threshold": threshold, "min_dice": min_dice, "max_prob_diff": max_prob_diff,
-              "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "recipe": config.recipe, "backends": results}
-    write_text_atomic(folder / BACKENDS_FILE, json.dumps(record, indent=2) + "\n")
+    record = ExportRecord(input_shape=list(samples.shape[1:]), samples=len(samples),
+                          calibration_samples=len(calibration), heldout_samples=held,
+                          threshold=threshold, min_dice=min_dice, max_prob_diff=max_prob_diff,
+                          torch=torch.__version__, threads=torch.get_num_threads(),
+                          recipe=config.recipe, backends=results)
+    write_text_atomic(folder / BACKENDS_FILE, record.to_json())
     return record
 
 

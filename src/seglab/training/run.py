@@ -30,7 +30,8 @@ class FitResult:
 
     model_dir: Path
     task: str
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: Any = field(default_factory=dict)
+    """The defect score (a dict) or the cut-out :class:`~seglab.cutout.batch.GateReport`."""
     split: Split | None = field(default=None, repr=False)
 
     def __fspath__(self) -> str:
