@@ -41,17 +41,22 @@ test: $(STAMP) $(BROWSER)
 serve: $(STAMP)
 	$(BIN)/seglab serve --data-dir $(DEMO_OUT)/service
 
-# One command per zoo model: train (resumes after a kill), measure on held-out data, pack
-# the fp16 folder into src/seglab/models/zoo/NAME with its card.
+# One command per zoo model: train in two stages (from scratch, then on from that model
+# with the second-stage recipe; each resumes after a kill), measure on held-out data,
+# pack the fp16 folder into src/seglab/models/zoo/NAME with its card.
 zoo: zoo-jewellery-cutout zoo-steel-defects
 
 zoo-jewellery-cutout: $(STAMP)
 	$(BIN)/seglab train jewellery-cutout$(ZOO_SCALE) --data $(DATA) --out $(ZOO_RUNS)/jewellery-cutout --resume
-	$(BIN)/python tools/release_zoo.py jewellery-cutout $(ZOO_RUNS)/jewellery-cutout/model --data $(DATA)
+	$(BIN)/seglab train jewellery-cutout-cpu-continue --data $(DATA) --out $(ZOO_RUNS)/jewellery-cutout-2 \
+	  --init $(ZOO_RUNS)/jewellery-cutout/model --resume
+	$(BIN)/python tools/release_zoo.py jewellery-cutout $(ZOO_RUNS)/jewellery-cutout-2/model --data $(DATA)
 
 zoo-steel-defects: $(STAMP)
 	$(BIN)/seglab train steel-defects --data $(DATA)/neu-seg --out $(ZOO_RUNS)/steel-defects --resume
-	$(BIN)/python tools/release_zoo.py steel-defects $(ZOO_RUNS)/steel-defects/model --data $(DATA)
+	$(BIN)/seglab train steel-defects-continue --data $(DATA)/neu-seg --out $(ZOO_RUNS)/steel-defects-2 \
+	  --init $(ZOO_RUNS)/steel-defects/model --resume
+	$(BIN)/python tools/release_zoo.py steel-defects $(ZOO_RUNS)/steel-defects-2/model --data $(DATA)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

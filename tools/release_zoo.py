@@ -202,6 +202,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=50, help="held-out composites per kind")
     parser.add_argument("--into", type=Path, default=ROOT / "src" / "seglab" / "models" / "zoo")
     parser.add_argument("--work", type=Path, help="reports folder (default MODEL/../release)")
+    parser.add_argument("--history", default="",
+                        help="what earlier training stages measured, for the card (Markdown)")
     parser.add_argument("--measure-only", action="store_true",
                         help="measure and write the reports, do not pack into the zoo")
     args = parser.parse_args()
@@ -216,6 +218,8 @@ def main() -> None:
         figures, card = release_cutout(args.model, args.data, work, args.count)
     else:
         figures, card = release_defects(args.model, args.data / "neu-seg", work)
+    if args.history:
+        card += "\n".join(["", "## Training stages", "", args.history, ""])
     if points:
         card += "\n".join(["", *curve_table(points)])
         figures["training_minutes"] = points[-1][0]

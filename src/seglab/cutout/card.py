@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from seglab.models.card import front_matter
+
 
 def cutout_warnings(report: dict) -> list[str]:
     """Lines that open a cut-out model's card when its gate would show people nothing."""
@@ -17,23 +19,16 @@ def cutout_warnings(report: dict) -> list[str]:
 
 def cutout_card(config: Any, report: dict, folder_name: str = "model") -> str:
     """Model card of a background-removal model, with its measured gate report."""
-    import yaml
-
     tr, gate = config.training, config.gate
-    meta = {"library_name": "seglab", "pipeline_tag": "image-segmentation",
-            "tags": ["background-removal", "unet", "segmentation-models-pytorch"],
-            "model-index": [{"name": config.display_name, "results": [{
-                "task": {"type": "image-segmentation"},
-                "dataset": {"name": report["data"], "type": config.recipe},
-                "metrics": [
-                    {"type": "iou", "name": "mean IoU", "value": round(report["mean_iou"], 5)},
-                    {"type": "accuracy", "name": "accepted share",
-                     "value": round(report["accepted_share"], 5)}]}]}]}
+    head = front_matter(config.display_name, ["background-removal", "unet",
+                                              "segmentation-models-pytorch"],
+                        report["data"], config.recipe,
+                        [("iou", "mean IoU", report["mean_iou"]),
+                         ("accuracy", "accepted share", report["accepted_share"])])
     hw, sw = tr.get("hardware", {}), tr.get("software", {})
     prec = report["precision_of_accepted"]
     return "\n".join([
-        "---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
-        f"# {config.display_name}", "", *cutout_warnings(report), "## Model details", "",
+        *head, f"# {config.display_name}", "", *cutout_warnings(report), "## Model details", "",
         f"- {config.model.arch} with a `{config.model.encoder}` encoder, "
         f"{config.model.in_channels} input channels, 1 output channel (logits; sigmoid at "
         f"inference); parameters: {tr.get('parameters', 'n/a')}.",

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from seglab.models.card import front_matter
+
 
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
@@ -19,28 +21,18 @@ def _fmt(value: Any, digits: int = 4) -> str:
 def model_card(config: Any, metrics: dict, factors: list[dict] | None = None,
                folder_name: str = "model") -> str:
     """The model's README.md: Hugging Face metadata plus Mitchell et al.'s sections."""
-    import yaml
-
     tr = config.training
     names = config.model.classes
     eval_name = metrics.get("dataset", "validation split")
-    results = [{"task": {"type": "image-segmentation"},
-                "dataset": {"name": eval_name, "type": config.recipe},
-                "metrics": [
-                    {"type": "dice", "name": "mean Dice (competition)",
-                     "value": round(metrics["mean_dice"], 5)},
-                    {"type": "dice", "name": "Dice on defective pairs",
-                     "value": round(metrics["mean_dice_defective"] or 0.0, 5)},
-                    {"type": "dice", "name": "all-empty baseline",
-                     "value": round(metrics["all_empty_mean_dice"], 5)},
-                ]}]
-    meta = {"library_name": "seglab", "pipeline_tag": "image-segmentation",
-            "tags": ["segmentation", "unet", "segmentation-models-pytorch", config.task],
-            "model-index": [{"name": config.display_name, "results": results}]}
+    head = front_matter(
+        config.display_name, ["segmentation", "unet", "segmentation-models-pytorch",
+                              config.task], eval_name, config.recipe,
+        [("dice", "mean Dice (competition)", metrics["mean_dice"]),
+         ("dice", "Dice on defective pairs", metrics["mean_dice_defective"] or 0.0),
+         ("dice", "all-empty baseline", metrics["all_empty_mean_dice"])])
     hw, sw = tr.get("hardware", {}), tr.get("software", {})
     post = config.postprocess
-    lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
-             f"# {config.display_name}", "", *card_warnings(metrics),
+    lines = [*head, f"# {config.display_name}", "", *card_warnings(metrics),
              "## Model details", "",
              f"- Architecture: {config.model.arch} (segmentation_models_pytorch) with a "
              f"`{config.model.encoder}` encoder, {config.model.in_channels} input channels, "

@@ -1,0 +1,22 @@
+"""The model card's Hugging Face metadata (YAML front matter), written by huggingface_hub's
+``ModelCardData`` so a model folder uploaded to the Hub shows its task and measured
+figures there. The card bodies live with their use (``defects.card``, ``cutout.card``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def front_matter(name: str, tags: Sequence[str], dataset: str, dataset_type: str,
+                 metrics: Sequence[tuple[str, str, float]]) -> list[str]:
+    """Card lines ``---`` / YAML / ``---``; ``metrics`` are (type, name, value) triples."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    data = ModelCardData(
+        library_name="seglab", pipeline_tag="image-segmentation", tags=list(tags),
+        model_name=name, eval_results=[
+            EvalResult(task_type="image-segmentation", dataset_type=dataset_type,
+                       dataset_name=dataset, metric_type=kind, metric_name=label,
+                       metric_value=round(float(value), 5))
+            for kind, label, value in metrics])
+    return ["---", data.to_yaml().strip(), "---", ""]
