@@ -170,7 +170,7 @@ def test_gate_report_on_labelled_photos(shared_data, tmp_path):
 
 
 def test_on_the_fly_synthetic_data_is_fresh_each_epoch_and_reproducible(shared_data, tmp_path):
-    from seglab.data.datasets import synthetic_split
+    from seglab.data.composites import synthetic_split
 
     root = tmp_path / "data"
     root.mkdir()
@@ -212,7 +212,7 @@ def test_loader_workers_draw_the_current_epochs_composites(shared_data, tmp_path
 
     script = f"""
 from pathlib import Path
-from seglab.data.datasets import synthetic_split
+from seglab.data.composites import synthetic_split
 from seglab.recipes import load_recipe
 from seglab.training.trainer import make_loaders
 

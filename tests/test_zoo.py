@@ -79,6 +79,15 @@ def test_steel_defects_on_neu_seg_strips_it_never_trained_on(shared_data):
     assert right >= 6, f"{right} of {len(picked)} strips found with the right class"
 
 
+def test_every_zoo_model_carries_its_held_out_figures_and_data_sources():
+    for entry in zoo.entries():
+        assert entry.figures.get("heldout_mean_iou", 0) > 0.5, entry.name
+        card = entry.card.read_text(encoding="utf-8")
+        assert "## Training data sources" in card and "Held-out" in card, entry.name
+    steel = {e.name: e for e in zoo.entries()}["steel-defects"].figures
+    assert {"heldout_iou_inclusion", "heldout_iou_patches", "heldout_iou_scratches"} <= set(steel)
+
+
 def test_zoo_names_and_hub_ids_resolve_with_clear_errors(tmp_path, monkeypatch):
     assert zoo.resolve("jewellery-cutout") == zoo.root() / "jewellery-cutout"
     assert zoo.resolve(tmp_path) == tmp_path  # a folder wins over the zoo

@@ -45,7 +45,7 @@ _LAZY = {"load_model": ("seglab.infer.predictor", "load_model"),
          "export": ("seglab.deploy.verify", "export")}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     # Lazy imports keep `import seglab` (and `seglab --help`) fast: torch loads on first use.
     if name in _LAZY:
         from importlib import import_module

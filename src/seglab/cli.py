@@ -8,23 +8,27 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 
 from seglab import __version__
 from seglab.errors import SeglabError
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="U-Net segmentation for steel defects and jewellery background removal.")
 
 
-def _friendly(func):
+def _friendly(func: Callable[P, R]) -> Callable[P, R]:
     """Turn seglab's user-facing errors into one line on stderr and exit status 2."""
 
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except SeglabError as exc:
@@ -389,9 +393,5 @@ def _is_model(text: str) -> bool:
     return (Path(text) / "config.json").is_file() or zoo.is_zoo_name(text)
 
 
-def run() -> None:  # pragma: no cover - console entry point helper
-    sys.exit(app())
-
-
 if __name__ == "__main__":  # python -m seglab.cli
-    run()
+    sys.exit(app())

@@ -7,7 +7,7 @@ import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from seglab.cutout.remove import remove, remove_batch
 from seglab.infer.predictor import Predictor
 from seglab.metrics import iou
 from seglab.recipes import GateSpec
+
+if TYPE_CHECKING:
+    from seglab.data.datasets import SegmentationDataset
 from seglab.results import Result
 
 
@@ -118,8 +121,9 @@ def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
     return summary
 
 
-def gate_report(predictor: Predictor, dataset, out: str | os.PathLike[str], *, name: str,
-                iou_good: float = 0.95, progress: bool = True) -> GateReport:
+def gate_report(predictor: Predictor, dataset: SegmentationDataset,
+                out: str | os.PathLike[str], *, name: str, iou_good: float = 0.95,
+                progress: bool = True) -> GateReport:
     """On labelled photos: IoU per image, accepted share, and precision against coverage.
 
     Precision is the share of accepted cut-outs whose IoU with the truth is at

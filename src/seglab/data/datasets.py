@@ -16,13 +16,13 @@ Layouts:
 * :class:`CutoutDataset`: RGBA images (alpha = mask) or image + binary mask
   pairs (``images/`` + ``masks/``), one foreground channel.
 """
-
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import albumentations as A
 import cv2
@@ -34,6 +34,10 @@ from seglab.data import rle
 from seglab.data.images import IMAGE_SUFFIXES, read_image
 from seglab.errors import SeglabError
 from seglab.recipes import DataSpec, Normalization, Recipe
+
+if TYPE_CHECKING:
+    pass
+
 
 
 @dataclass(frozen=True)
@@ -285,65 +289,6 @@ class CutoutDataset(SegmentationDataset):
         return image, (mask[..., None] > self.alpha_threshold).astype(np.uint8)
 
 
-class SyntheticDataset(SegmentationDataset):
-    """Composites drawn on the fly: unlimited variety for training, fixed for validation.
-
-    Item ``i`` of epoch ``e`` is composite ``e * len + i`` of the synthesizer's
-    seeded stream, so every epoch sees new composites and a run is reproducible.
-    (The trainer calls :meth:`set_epoch` before each epoch and starts its loader
-    workers anew each epoch, so worker processes see the epoch too.)
-    """
-
-    def __init__(self, synth, length: int, spec: DataSpec | None = None,
-                 train: bool = False) -> None:
-        items = [Item(Path(f"synthetic-{synth.seed}-{i:06d}.png"), None, (0,))
-                 for i in range(length)]
-        super().__init__(items, ["foreground"], spec, train)
-        self.synth = synth
-        self.epoch = 0
-        self.fresh = train
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        stream_index = self.epoch * len(self.items) + index if self.fresh else index
-        comp = self.synth(stream_index)
-        return comp.image, comp.mask[..., None]
-
-
-def synthetic_split(spec: DataSpec, root: str | os.PathLike[str]
-                    ) -> tuple[SyntheticDataset, SyntheticDataset]:
-    """Train and validation composites over ``root``; validation uses held-back cut-outs."""
-    from seglab.data import synth as synthesis
-
-    if spec.synth is None:
-        raise SeglabError("format: synthetic needs a data.synth section in the recipe")
-    s = spec.synth
-    root = Path(root)
-    fg_dir = root / s.foregrounds
-    if not fg_dir.is_dir():
-        raise SeglabError(f"no foreground folder {fg_dir} (data.synth.foregrounds)")
-    fgs, skipped = synthesis.load_foregrounds(fg_dir, s)
-    for reason in skipped:
-        print(f"skipped foreground: {reason}")
-    if len(fgs) < 2:
-        raise SeglabError(f"{fg_dir} has {len(fgs)} usable cut-out; 2 or more are needed to "
-                          "hold some back for validation")
-    order = np.random.default_rng(spec.seed).permutation(len(fgs))
-    n_val = max(1, round(spec.val_fraction * len(fgs)))
-    val_fgs = [fgs[i] for i in order[:n_val]]
-    train_fgs = [fgs[i] for i in order[n_val:]]
-    photos = {k: synthesis.list_photos([root / sub]) if (root / sub).is_dir() else []
-              for k, sub in (("rooms", s.rooms), ("hands", s.hands))}
-    train = synthesis.Synthesizer(s, train_fgs, photos["rooms"], photos["hands"],
-                                  seed=spec.seed)
-    val = synthesis.Synthesizer(s, val_fgs, photos["rooms"], photos["hands"],
-                                seed=spec.seed + 1)
-    return (SyntheticDataset(train, s.samples_per_epoch, spec, train=True),
-            SyntheticDataset(val, s.val_samples, spec, train=False))
-
-
 def stratified_split(classes: Sequence[tuple[int, ...]], val_fraction: float,
                      seed: int) -> tuple[list[int], list[int]]:
     """Seeded train/validation split stratified by which classes each image has.
@@ -397,3 +342,4 @@ def open_dataset(recipe: Recipe, root: str | os.PathLike[str],
                               f"(first: {sorted(unknown)[:3]})")
         dataset = dataset.subset([i for i, it in enumerate(dataset.items) if it.id in wanted])
     return dataset
+

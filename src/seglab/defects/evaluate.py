@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -20,6 +21,11 @@ from seglab.infer.postprocess import binarize, per_class
 from seglab.infer.predictor import Predictor
 from seglab.metrics import detection_scores, dice_from_counts, dice_pairs, roc_auc
 from seglab.recipes import PostprocessSpec, TuneSpec
+
+if TYPE_CHECKING:
+    import albumentations as A
+
+    from seglab.models import folder as modelfolder
 
 
 @dataclass
@@ -242,7 +248,8 @@ def measure_factors(predictor: Predictor, dataset: SegmentationDataset, spec: Po
     rows = []
     for factor, changes in factor_transforms().items():
         for change, transform in changes:
-            def apply(image: np.ndarray, mask: np.ndarray, t=transform):
+            def apply(image: np.ndarray, mask: np.ndarray, t: A.BasicTransform = transform
+                      ) -> tuple[np.ndarray, np.ndarray]:
                 res = t(image=image, mask=mask)
                 return res["image"], res["mask"]
 
@@ -255,7 +262,7 @@ def measure_factors(predictor: Predictor, dataset: SegmentationDataset, spec: Po
     return rows
 
 
-def open_for_model(config, root: str, fmt: str | None = None,
+def open_for_model(config: modelfolder.ModelConfig, root: str, fmt: str | None = None,
                    ids: list[str] | None = None) -> SegmentationDataset:
     """The labelled dataset at ``root``, read the way the model was trained (or as ``fmt``)."""
     from seglab.data.datasets import open_dataset

@@ -25,12 +25,12 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProg
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
 
+from seglab.data.composites import synthetic_split
 from seglab.data.datasets import (
     SegmentationDataset,
     open_dataset,
     sample_weights,
     stratified_split,
-    synthetic_split,
 )
 from seglab.data.files import write_text_atomic
 from seglab.errors import RecipeError
