@@ -51,13 +51,21 @@ def _mistakes(tmp_path, model):
         "unknown backend": (["predict", str(model), str(img), "--out", str(tmp_path / "o"),
                              "--backend", "tensorrt"], ["tensorrt"]),
         "unknown export format": (["export", str(model), "--format", "coreml"], ["coreml"]),
+        "cut-out model given to predict": (["predict", "jewellery-cutout", str(img), "--out",
+                                            str(tmp_path / "o")],
+                                           ["jewellery-cutout is a cutout model",
+                                            "needs a defects model"]),
+        "defect model given to cutout": (["cutout", str(model), str(img), "--out",
+                                          str(tmp_path / "o")],
+                                         ["is a defects model", "needs a cutout model"]),
     }
 
 
 @pytest.mark.parametrize("case", [
     "unknown recipe keys and out-of-range lr", "unknown shipped recipe", "missing model folder",
     "corrupted weights", "unknown class id in CSV", "bad layout", "bad colour",
-    "unknown backend", "unknown export format"])
+    "unknown backend", "unknown export format", "cut-out model given to predict",
+    "defect model given to cutout"])
 def test_user_mistakes_get_one_clear_error(case, tmp_path, model):
     args, words = _mistakes(tmp_path, model)[case]
     result = CliRunner().invoke(app, args)
@@ -65,6 +73,16 @@ def test_user_mistakes_get_one_clear_error(case, tmp_path, model):
     assert result.exit_code == 2, out
     assert "Traceback" not in out and out.count("error:") == 1, out
     assert all(w in out for w in words), out
+
+
+def test_remove_refuses_a_defect_model(model):
+    import numpy as np
+
+    import seglab
+    from seglab.errors import ModelFolderError
+
+    with pytest.raises(ModelFolderError, match="is a defects model"):
+        seglab.remove(np.zeros((32, 32, 3), np.uint8), model=str(model))
 
 
 def test_a_batch_with_only_bad_files_reports_each_and_fails(tmp_path, model):

@@ -148,7 +148,7 @@ def predict(
 
     if layout not in ("split", "combined"):
         raise SeglabError(f"--layout must be 'split' or 'combined', not {layout!r}")
-    predictor = load_model(model, backend=backend)
+    predictor = load_model(model, backend=backend, task="defects")
     predictor.tta = tta
     summary = predict_files(predictor, images, out, layout=layout, batch_size=batch_size,
                             workers=workers, resume=resume)
@@ -220,7 +220,7 @@ def cutout(
     if model is None and len(images) > 1 and _is_model(images[0]):
         model = images.pop(0)
     background = parse_colour(bg_color)  # a typo is reported before a model is loaded
-    predictor = load_model(model or zoo.DEFAULT_CUTOUT, backend=backend)
+    predictor = load_model(model or zoo.DEFAULT_CUTOUT, backend=backend, task="cutout")
     if predictor.config.task != "cutout":
         raise SeglabError(f"{model} is a {predictor.config.task} model, not a cut-out model")
     summary = cutout_files(predictor, images, out, background=background,
@@ -242,7 +242,8 @@ def gate_report_cmd(
     from seglab.data.datasets import CutoutDataset
     from seglab.infer.predictor import load_model
 
-    report = gate_report(load_model(model), CutoutDataset(data), out, name=str(data))
+    report = gate_report(load_model(model, task="cutout"), CutoutDataset(data), out,
+                         name=str(data))
     typer.echo(f"mean IoU {report['mean_iou']:.4f}, accepted {report['accepted_share']:.1%}, "
                f"precision of accepted {report['precision_of_accepted']}")
 

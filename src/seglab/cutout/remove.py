@@ -70,8 +70,12 @@ def remove(image: np.ndarray | str | os.PathLike[str],
         if key not in _LOADED:
             from seglab.infer.predictor import load_model
 
-            _LOADED[key] = load_model(key, backend="auto")
+            _LOADED[key] = load_model(key, backend="auto", task="cutout")
         model = _LOADED[key]
+    else:
+        from seglab.infer.predictor import check_task
+
+        check_task(model.config, "cutout", model.config.display_name)
     return remove_batch(model, [image])[0]
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from seglab.data.images import read_image
+from seglab.errors import ModelFolderError
 from seglab.infer.postprocess import binarize
 from seglab.infer.runtimes import Backend, TorchBackend, sigmoid
 from seglab.models import folder as modelfolder
@@ -154,18 +155,32 @@ def _resize_probs(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(sigmoid(resized).transpose(2, 0, 1))
 
 
-def load_model(path: str | os.PathLike[str], device: str = "cpu", backend: str = "torch"
-               ) -> Predictor:
+def check_task(config: modelfolder.ModelConfig, task: str | None, name: str) -> None:
+    """Refuse a model trained for the other use (a cut-out model has no defect classes; a
+    defect model's masks are not a foreground to cut out)."""
+    if task is not None and config.task != task:
+        use = {"defects": "defect localisation (seglab predict)",
+               "cutout": "background removal (seglab cutout)"}
+        raise ModelFolderError(
+            f"{name} is a {config.task} model, made for {use.get(config.task, config.task)}; "
+            f"this needs a {task} model (`seglab models` lists the zoo's)")
+
+
+def load_model(path: str | os.PathLike[str], device: str = "cpu", backend: str = "torch",
+               task: str | None = None) -> Predictor:
     """Load a model folder or a zoo model (``"jewellery-cutout"``) into a :class:`Predictor`.
 
     ``backend`` names one of :data:`seglab.infer.runtimes.NAMES`, or ``"auto"`` for the
-    fastest one that passed ``seglab export``'s agreement check.
+    fastest one that passed ``seglab export``'s agreement check. ``task`` (``"defects"``
+    or ``"cutout"``) refuses a model made for the other use, with a clear error, instead
+    of answering with the wrong kind of result.
     """
     from seglab.infer import runtimes
     from seglab.models import zoo
 
     folder = zoo.resolve(path)
     net, config = modelfolder.load_net(folder)
+    check_task(config, task, str(path))
     record = runtimes.read_checks(folder)
     name = runtimes.choose(folder, backend, record) if device == "cpu" else backend
     name = name if name != "auto" else "torch"
