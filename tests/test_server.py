@@ -98,6 +98,19 @@ def test_health_and_models(client):
     assert models[0]["parameters"] > 1000
 
 
+def test_api_docs_are_served_from_the_package_with_no_network(client):
+    import re
+
+    for page, asset in [("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")]:
+        html = client.get(page).text
+        urls = re.findall(r'(?:src|href)="([^"]+)"', html) + re.findall(r"url: '([^']+)'", html)
+        assert urls and not [u for u in urls if u.startswith(("http:", "https:", "//"))], urls
+        script = next(u for u in urls if u.endswith(asset))
+        body = client.get(script)
+        assert body.status_code == 200 and len(body.content) > 100_000, script
+    assert "/api/v1/cutout" in client.get("/openapi.json").json()["paths"]
+
+
 def test_defect_check_returns_verdict_areas_rle_and_overlay(client):
     r = client.post("/api/v1/defects",
                     files={"file": ("strip.png", _png(_strip((slice(10, 30), slice(50, 80)))),

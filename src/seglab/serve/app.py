@@ -10,6 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from fastapi_offline import FastAPIOffline
 
 from seglab import __version__
 from seglab.serve.api import _api
@@ -31,9 +32,11 @@ def create_app(models: Sequence[str | os.PathLike[str]] | Sequence[LoadedModel],
         if names.count(m.name) > 1:
             m.name = f"{m.name}-{i + 1}"
     service = Service(loaded, Store(data_dir, db_url), spec)
-    app = FastAPI(title="seglab", version=__version__,
-                  description="U-Net segmentation: steel defect check and jewellery "
-                              "background removal.")
+    # /docs and /redoc from assets inside an installed package (fastapi-offline vendors
+    # Swagger UI and ReDoc, MIT): the API docs work with no network, like every page.
+    app = FastAPIOffline(title="seglab", version=__version__,
+                         description="U-Net segmentation: steel defect check and jewellery "
+                                     "background removal.")
     app.state.service = service
     app.add_middleware(UploadLimit, max_bytes=int(spec.max_upload_mb * 1e6))
     app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
