@@ -64,10 +64,9 @@ def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
     ``review_limit`` images of this run (its thumbnails are kept in memory).
     Unreadable files are reported in ``errors`` and skipped.
     """
-    from tqdm import tqdm
-
     from seglab.data.files import JsonLines, atomic_write, output_names, write_text_atomic
     from seglab.data.images import image_batches, list_images, write_image
+    from seglab.progress import bar as progress_bar
 
     out = Path(out)
     log = JsonLines(out / "results.jsonl", resume=resume)
@@ -75,7 +74,7 @@ def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
     stems = output_names(every)
     paths = log.pending(every)
     errors, kept = [], []
-    bar = tqdm(total=len(paths), desc="cutout", unit="img", disable=not progress)
+    bar = progress_bar(total=len(paths), desc="cutout", unit="img", disable=not progress)
     skipped = 0
     try:
         for good in image_batches(paths, batch_size, errors, workers=workers,
@@ -132,15 +131,15 @@ def gate_report(predictor: Predictor, dataset: SegmentationDataset,
     precision. Writes ``gate_report.json``, ``precision_coverage.png`` and
     ``gate_report.png`` into ``out``.
     """
-    from tqdm import tqdm
-
     from seglab.cutout.sheet import gate_histograms, plot_precision_coverage, precision_coverage
     from seglab.data.files import write_json
+    from seglab.progress import bar as progress_bar
 
     out = Path(out)
     gate = predictor.config.gate or GateSpec()
     rows = []
-    for i in tqdm(range(len(dataset)), desc="gate report", unit="img", disable=not progress):
+    for i in progress_bar(range(len(dataset)), desc="gate report", unit="img",
+                          disable=not progress):
         image, mask = dataset.load(i)
         cut = remove(image, predictor)
         rows.append({"image": dataset.items[i].id, "iou": round(iou(cut.mask, mask[..., 0]), 5),

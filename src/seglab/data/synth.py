@@ -360,7 +360,7 @@ def generate(synth: Synthesizer, out: str | os.PathLike[str], count: int, worker
     """
     from multiprocessing import get_context
 
-    from tqdm import tqdm
+    from seglab.progress import bar as progress_bar
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -372,7 +372,7 @@ def generate(synth: Synthesizer, out: str | os.PathLike[str], count: int, worker
             if (out / "images" / f"{rec['index']:06d}.png").exists():
                 done[rec["index"]] = rec
     todo = [(i, str(out)) for i in range(count) if i not in done]
-    bar = tqdm(total=count, initial=count - len(todo), desc="synth", unit="img",
+    bar = progress_bar(total=count, initial=count - len(todo), desc="synth", unit="img",
                disable=not progress)
     if workers > 1 and todo:
         with get_context("fork").Pool(workers, _init_worker, (synth,)) as pool:

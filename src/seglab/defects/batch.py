@@ -40,12 +40,11 @@ def predict_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]]
     """
     import csv
 
-    from tqdm import tqdm
-
     from seglab.data import rle
     from seglab.data.files import JsonLines, atomic_write, output_names, write_text_atomic
     from seglab.data.images import image_batches, list_images, write_image
     from seglab.infer.overlay import overlay
+    from seglab.progress import bar as progress_bar
 
     out = Path(out)
     names = predictor.class_names
@@ -54,7 +53,7 @@ def predict_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]]
     stems = output_names(every)
     paths = log.pending(every)
     errors: list[dict] = []
-    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress)
+    bar = progress_bar(total=len(paths), desc="predict", unit="img", disable=not progress)
     skipped = 0
     try:
         for good in image_batches(paths, batch_size, errors, workers=workers,

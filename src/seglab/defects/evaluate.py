@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm import tqdm
 
 from seglab.data.datasets import SegmentationDataset
 from seglab.infer.postprocess import binarize, per_class
 from seglab.infer.predictor import Predictor
 from seglab.metrics import detection_scores, dice_from_counts, dice_pairs, roc_auc
+from seglab.progress import bar as progress_bar
 from seglab.recipes import PostprocessSpec, TuneSpec
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def collect(predictor: Predictor, dataset: SegmentationDataset, grid: TuneSpec |
                                              "pixels", "ids")}
     skipped: list[str] = []
     n = len(dataset)
-    bar = tqdm(total=n, desc="evaluate", unit="img", disable=not progress)
+    bar = progress_bar(total=n, desc="evaluate", unit="img", disable=not progress)
     for start in range(0, n, batch_size):
         images, masks, ids = [], [], []
         for i in range(start, min(start + batch_size, n)):

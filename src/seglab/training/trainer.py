@@ -38,6 +38,7 @@ from seglab.infer.postprocess import per_class
 from seglab.metrics import dice_pairs
 from seglab.models import folder as modelfolder
 from seglab.models.network import build, count_parameters
+from seglab.progress import lightning_refresh_rate
 from seglab.recipes import Recipe
 
 MONITOR = "val_mean_dice"
@@ -270,6 +271,7 @@ def train(recipe: Recipe, data: str | os.PathLike[str], out: str | os.PathLike[s
     """Fit ``recipe`` on ``data``; returns the saved model folder ``out/model``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _quiet_lightning()
     L.seed_everything(recipe.train.seed, workers=True, verbose=False)
     split = split or split_dataset(recipe, data)
     weights = sample_weights(split.train, recipe.data.defect_oversample)
@@ -285,7 +287,7 @@ def train(recipe: Recipe, data: str | os.PathLike[str], out: str | os.PathLike[s
                              save_top_k=1, every_n_epochs=1, enable_version_counter=False)
     callbacks: list = [ckpt, latest]
     if progress:
-        callbacks.append(TQDMProgressBar(refresh_rate=1))
+        callbacks.append(TQDMProgressBar(refresh_rate=lightning_refresh_rate(len(train_loader))))
     if recipe.train.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor, mode="max",
                                        patience=recipe.train.early_stopping_patience,
@@ -331,6 +333,17 @@ def train(recipe: Recipe, data: str | os.PathLike[str], out: str | os.PathLike[s
         "recipe_data": recipe.data.model_dump(mode="json"),
     }
     return modelfolder.save(out / "model", module.net.cpu(), config)
+
+
+def _quiet_lightning() -> None:
+    """Drop what Lightning prints on every run that tells a user nothing: "GPU available:
+    False", product tips, and a deprecation inside Lightning itself (the card records the
+    hardware; warnings about the user's own data still show)."""
+    import logging
+    import warnings
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def _scalar(value: Any) -> float | None:
