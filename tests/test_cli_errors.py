@@ -51,6 +51,12 @@ def _mistakes(tmp_path, model):
         "unknown backend": (["predict", str(model), str(img), "--out", str(tmp_path / "o"),
                              "--backend", "tensorrt"], ["tensorrt"]),
         "unknown export format": (["export", str(model), "--format", "coreml"], ["coreml"]),
+        "missing input path": (["predict", str(model), str(tmp_path / "nowhere"), "--out",
+                                str(tmp_path / "o")], ["no such file or folder", "nowhere"]),
+        "glob matching nothing": (["cutout", str(tmp_path / "*.webp"), "--out",
+                                   str(tmp_path / "o")], ["no files match", "*.webp"]),
+        "folder without images": (["predict", str(model), str(tmp_path / "steel"), "--out",
+                                   str(tmp_path / "o")], ["no images in folder"]),
         "cut-out model given to predict": (["predict", "jewellery-cutout", str(img), "--out",
                                             str(tmp_path / "o")],
                                            ["jewellery-cutout is a cutout model",
@@ -64,7 +70,8 @@ def _mistakes(tmp_path, model):
 @pytest.mark.parametrize("case", [
     "unknown recipe keys and out-of-range lr", "unknown shipped recipe", "missing model folder",
     "corrupted weights", "unknown class id in CSV", "bad layout", "bad colour",
-    "unknown backend", "unknown export format", "cut-out model given to predict",
+    "unknown backend", "unknown export format", "missing input path", "glob matching nothing",
+    "folder without images", "cut-out model given to predict",
     "defect model given to cutout"])
 def test_user_mistakes_get_one_clear_error(case, tmp_path, model):
     args, words = _mistakes(tmp_path, model)[case]
@@ -93,3 +100,18 @@ def test_a_batch_with_only_bad_files_reports_each_and_fails(tmp_path, model):
                                       "--workers", "0"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "a.jpg" in result.output and "b.png" in result.output
+
+
+def test_cutout_exit_status_says_whether_every_photo_was_processed(tmp_path):
+    from seglab.demo import samples_folder
+
+    photo = sorted((samples_folder() / "jewellery" / "images").glob("*.jpg"))[0]
+    (tmp_path / "bad.jpg").write_bytes(b"GIF89a")
+    runner = CliRunner()
+    everything = runner.invoke(app, ["cutout", str(photo), "--out", str(tmp_path / "a"),
+                                     "--workers", "0", "--no-review"])
+    assert everything.exit_code == 0, everything.output
+    some = runner.invoke(app, ["cutout", str(photo), str(tmp_path / "bad.jpg"), "--out",
+                               str(tmp_path / "b"), "--workers", "0", "--no-review"])
+    assert some.exit_code == 1 and "bad.jpg" in some.output and "Traceback" not in some.output
+    assert "1 of 1" in some.output or "0 of 1" in some.output  # the good photo was processed

@@ -107,7 +107,8 @@ def test_predict_cli_writes_consistent_outputs(trained, tmp_path):
     images = sorted((data / "train_images").iterdir())[:5]
     result = CliRunner().invoke(app, ["predict", str(model), *map(str, images), str(bad),
                                       "--out", str(tmp_path / "out"), "--layout", "combined"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # one input skipped (and named)
+    assert "broken.jpg" in result.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["images"] == 5 and len(summary["errors"]) == 1
     assert "broken.jpg" in summary["errors"][0]["error"]

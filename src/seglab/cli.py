@@ -143,19 +143,22 @@ def predict(
                       ] = False,
 ) -> None:
     """Predict defects: submission CSV, per-class masks, overlays and a per-image summary."""
+    from seglab.data.images import check_inputs
     from seglab.defects.batch import predict_files
     from seglab.infer.predictor import load_model
+    from seglab.models import zoo
 
     if layout not in ("split", "combined"):
         raise SeglabError(f"--layout must be 'split' or 'combined', not {layout!r}")
+    zoo.resolve(model)  # a missing model is named first, then inputs, before any loading
+    check_inputs(*images)
     predictor = load_model(model, backend=backend, task="defects")
     predictor.tta = tta
     summary = predict_files(predictor, images, out, layout=layout, batch_size=batch_size,
                             workers=workers, resume=resume)
     typer.echo(f"{summary['images']} images, {summary['defective']} defective, "
                f"{len(summary['errors'])} skipped; results in {out}")
-    if summary["errors"] and not summary["images"]:
-        raise typer.Exit(1)
+    _exit_for(summary.errors)
 
 
 @app.command()
@@ -213,6 +216,7 @@ def cutout(
     """Cut products out of photos; show a cut-out only when the confidence gate accepts it."""
     from seglab.cutout.batch import cutout_files
     from seglab.cutout.remove import parse_colour
+    from seglab.data.images import check_inputs
     from seglab.infer.predictor import load_model
     from seglab.models import zoo
 
@@ -220,14 +224,15 @@ def cutout(
     if model is None and len(images) > 1 and _is_model(images[0]):
         model = images.pop(0)
     background = parse_colour(bg_color)  # a typo is reported before a model is loaded
+    zoo.resolve(model or zoo.DEFAULT_CUTOUT)
+    check_inputs(*images)
     predictor = load_model(model or zoo.DEFAULT_CUTOUT, backend=backend, task="cutout")
-    if predictor.config.task != "cutout":
-        raise SeglabError(f"{model} is a {predictor.config.task} model, not a cut-out model")
     summary = cutout_files(predictor, images, out, background=background,
                            soft_edges=soft_edges, mask_only=mask_only, review=review,
                            workers=workers, resume=resume)
     typer.echo(f"{summary['accepted']} of {summary['images']} accepted, "
                f"{len(summary['errors'])} skipped; results in {out}")
+    _exit_for(summary.errors)
 
 
 @app.command("gate-report")
@@ -386,6 +391,15 @@ def pack(
     folder = run_pack(model, out, name=name, half=not fp32, max_shard_mb=max_shard_mb,
                       figures=numbers)
     typer.echo(f"released {name} in {folder}")
+
+
+def _exit_for(errors: list[dict]) -> None:
+    """The batch exit contract: 0 when every input was processed, 1 when some were skipped
+    (each was named above); user mistakes exit 2 before any work (``check_inputs``)."""
+    if errors:
+        typer.secho(f"{len(errors)} input(s) skipped: "
+                    + ", ".join(Path(e["image"]).name for e in errors), fg="yellow", err=True)
+        raise typer.Exit(1)
 
 
 def _is_model(text: str) -> bool:

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from seglab.data.files import write_bytes_atomic
-from seglab.errors import ImageReadError
+from seglab.errors import ImageReadError, SeglabError
 
 # A truncated file must fail loudly, never decode into a half-grey image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -184,6 +184,25 @@ def list_images(*inputs: str | os.PathLike[str]) -> list[Path]:
             found.append(path)  # missing files are reported by read_image, not dropped here
     unique: dict[Path, None] = dict.fromkeys(found)
     return list(unique)
+
+
+def check_inputs(*inputs: str | os.PathLike[str]) -> list[Path]:
+    """``list_images``, refusing what can only be a user mistake before any work starts: a
+    path that does not exist, a glob that matches nothing, a folder with no images, no
+    input at all. (A file that exists but does not decode is reported and skipped later.)"""
+    if not inputs:
+        raise SeglabError("no images given")
+    for item in inputs:
+        text = str(item)
+        if any(ch in text for ch in "*?[") and not Path(item).exists():
+            if not list_images(item):
+                raise SeglabError(f"no files match {text!r}")
+        elif not Path(item).exists():
+            raise SeglabError(f"no such file or folder: {text}")
+        elif Path(item).is_dir() and not list_images(item):
+            raise SeglabError(f"no images in folder {text} (looked for "
+                                 f"{', '.join(IMAGE_SUFFIXES)})")
+    return list_images(*inputs)
 
 
 def _read_for_batch(path: Path) -> tuple[Path, np.ndarray | None, str | None]:
