@@ -154,7 +154,7 @@ def test_cli_models_and_cutout_without_a_model(tmp_path):
     assert (tmp_path / "cut" / "shown" / f"{photo.stem}.png").exists()
     wrong = subprocess.run([*seglab_bin, "cutout", "-m", "steel-defects", str(photo), "--out",
                             str(tmp_path / "x")], capture_output=True, text=True)
-    assert wrong.returncode == 2 and "not a cut-out model" in wrong.stderr
+    assert wrong.returncode == 2 and "needs a cutout model" in wrong.stderr
 
 
 def test_card_warns_at_its_top_when_the_model_is_worse_than_nothing():

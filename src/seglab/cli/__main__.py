@@ -1,0 +1,7 @@
+"""``python -m seglab.cli``."""
+
+import sys
+
+from seglab.cli import app
+
+sys.exit(app())
