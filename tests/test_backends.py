@@ -191,6 +191,22 @@ def test_a_full_size_model_exported_at_a_size_runs_every_image_at_that_size(mode
     assert pred.masks.shape == (4, *image.shape[:2]) and pred.probs.shape == pred.masks.shape
 
 
+def test_seglab_export_takes_image_paths_or_nothing(model_dir, tmp_path):
+    """The public call as the README writes it: a folder (or zoo name) and, optionally,
+    image files; with none, smooth random inputs still exercise every layer."""
+    import shutil
+
+    import seglab
+
+    folder, strips = model_dir
+    copy = shutil.copytree(folder, tmp_path / "copy")
+    record = seglab.export(copy, samples=strips[:2], formats=["onnx"])
+    assert record.samples == 2 and record.backends["onnx"]["passed"]
+    record = seglab.export(copy, formats=["onnx"])
+    assert record.samples == 8 and record.input_shape[-2:] == list(
+        modelfolder.read_config(copy).input_size)
+
+
 class _Skewed:
     """A backend whose masks are PyTorch's but whose probabilities are pushed outwards."""
 

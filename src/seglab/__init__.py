@@ -19,18 +19,37 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = ["Cutout", "Prediction", "Predictor", "__version__", "build_model", "export", "fit",
-           "list_models", "load_model", "load_recipe", "read_image", "remove"]
+__all__ = [
+    "Cutout",
+    "CutoutSummary",
+    "ExportRecord",
+    "FitResult",
+    "GateReport",
+    "PredictSummary",
+    "Prediction",
+    "Predictor",
+    "__version__",
+    "build_model",
+    "export",
+    "fit",
+    "list_models",
+    "load_model",
+    "load_recipe",
+    "read_image",
+    "remove",
+]
 
 if TYPE_CHECKING:  # what the lazy names below resolve to, for IDEs and type checkers
+    from seglab.cutout.batch import CutoutSummary, GateReport
     from seglab.cutout.remove import Cutout, remove
     from seglab.data.images import read_image
-    from seglab.deploy.verify import export
+    from seglab.defects.batch import PredictSummary
+    from seglab.deploy.verify import ExportRecord, export
     from seglab.infer.predictor import Prediction, Predictor, load_model
     from seglab.models.network import build as build_model
     from seglab.models.zoo import names as list_models
     from seglab.recipes import load_recipe
-    from seglab.training.run import fit
+    from seglab.training.run import FitResult, fit
 
 _LAZY = {"load_model": ("seglab.infer.predictor", "load_model"),
          "Predictor": ("seglab.infer.predictor", "Predictor"),
@@ -42,7 +61,13 @@ _LAZY = {"load_model": ("seglab.infer.predictor", "load_model"),
          "read_image": ("seglab.data.images", "read_image"),
          "list_models": ("seglab.models.zoo", "names"),
          "fit": ("seglab.training.run", "fit"),
-         "export": ("seglab.deploy.verify", "export")}
+         "export": ("seglab.deploy.verify", "export"),
+         # typed results, for annotations and isinstance checks
+         "PredictSummary": ("seglab.defects.batch", "PredictSummary"),
+         "CutoutSummary": ("seglab.cutout.batch", "CutoutSummary"),
+         "GateReport": ("seglab.cutout.batch", "GateReport"),
+         "ExportRecord": ("seglab.deploy.verify", "ExportRecord"),
+         "FitResult": ("seglab.training.run", "FitResult")}
 
 
 def __getattr__(name: str) -> object:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from seglab.models.card import front_matter
+from seglab.models.card import data_label, front_matter
 
 
 def cutout_warnings(report: dict) -> list[str]:
@@ -43,7 +43,7 @@ def cutout_card(config: Any, report: dict, folder_name: str = "model") -> str:
         "print(result.decision.accepted, result.decision.confidence, result.decision.reason)",
         "```", "",
         "## Training data", "",
-        f"`{tr.get('data', 'n/a')}`: {tr.get('train_images', 'n/a')} training and "
+        f"`{data_label(tr.get('data'))}`: {tr.get('train_images', 'n/a')} training and "
         f"{tr.get('val_images', 'n/a')} validation images.", "",
         "## Evaluation (gate report)", "",
         "| metric | value |", "|---|---|",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from seglab.models.card import front_matter
+from seglab.models.card import data_label, front_matter
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -59,7 +59,8 @@ def model_card(config: Any, metrics: dict, factors: list[dict] | None = None,
              "print(prediction.defect_score, prediction.classes_found, prediction.areas)",
              "```", "",
              "## Training data", "",
-             f"- Data: `{tr.get('data', 'n/a')}`; {tr.get('train_images', 'n/a')} training and "
+             f"- Data: `{data_label(tr.get('data'))}`; {tr.get('train_images', 'n/a')} training "
+             "and "
              f"{tr.get('val_images', 'n/a')} validation images (seeded split stratified by the "
              "classes each image holds).", "",
              "## Preprocessing", "",

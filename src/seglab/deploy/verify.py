@@ -8,7 +8,6 @@ import copy
 import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,15 +70,17 @@ class ExportRecord(Result):
     backends: dict[str, dict[str, Any]]
 
 
-def export(model_dir: str | os.PathLike[str], *, samples: np.ndarray,
+def export(model_dir: str | os.PathLike[str], *,
+           samples: np.ndarray | Sequence[str | os.PathLike[str]] | None = None,
            formats: Sequence[str] = EXPORTS, threshold: float = 0.5,
            min_dice: float = 0.995, max_prob_diff: float = 0.02, holdout: float = 0.5,
            timing_batch: int = 1, keep_refused: bool = False) -> ExportRecord:
     """Export a model folder, check every backend against PyTorch fp32, record the results.
 
-    ``samples`` are preprocessed inputs ``(N, 3, H, W)`` (real images where the
-    user has them). A backend passes when, on the samples, it shows a person what
-    PyTorch fp32 shows:
+    ``model_dir`` is a model folder or zoo name. ``samples`` are preprocessed inputs
+    ``(N, 3, H, W)``, or image files / folders / globs (read by :func:`sample_inputs`);
+    real images where the user has them, smooth random images when ``None``. A
+    backend passes when, on the samples, it shows a person what PyTorch fp32 shows:
 
     - its masks agree (:func:`agreement` >= ``min_dice``);
     - the model's decisions are the same on every sample (each class present or
@@ -93,9 +94,12 @@ def export(model_dir: str | os.PathLike[str], *, samples: np.ndarray,
     A failing exported file is deleted, never left where ``auto`` could pick it
     (``keep_refused=True`` keeps it for benchmarks; ``auto`` still skips it).
     """
+    from seglab.models import zoo
     from seglab.models.folder import load_net
 
-    folder = Path(model_dir)
+    folder = zoo.resolve(model_dir)
+    if samples is None or not isinstance(samples, np.ndarray):
+        samples = sample_inputs(folder, list(samples or []))
     net, config = load_net(folder)
     held = int(len(samples) * holdout) if len(samples) > 1 else 0
     calibration = samples[:len(samples) - held]

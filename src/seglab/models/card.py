@@ -5,6 +5,7 @@ figures there. The card bodies live with their use (``defects.card``, ``cutout.c
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import PurePath
 
 
 def front_matter(name: str, tags: Sequence[str], dataset: str, dataset_type: str,
@@ -20,3 +21,12 @@ def front_matter(name: str, tags: Sequence[str], dataset: str, dataset_type: str
                        metric_value=round(float(value), 5))
             for kind, label, value in metrics])
     return ["---", data.to_yaml().strip(), "---", ""]
+
+
+def data_label(path: object) -> str:
+    """The training data as a card names it: the last two parts of the folder
+    (``shared/data``, ``data/neu-seg``), never the absolute path of the machine the
+    model was trained on, which means nothing to a reader and leaks local layout."""
+    if not path or path == "n/a":
+        return "n/a"
+    return "/".join(PurePath(str(path)).parts[-2:])
