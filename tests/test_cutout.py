@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -242,3 +245,91 @@ print("fresh composites in workers")
 """
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert run.returncode == 0 and "fresh composites in workers" in run.stdout, run.stderr
+
+
+def _sure_and_unsure(tmp_path):
+    """A planted model that is sure of a 25% square, and one that is not (p = 0.9)."""
+    base = _tiny_cutout_model(tmp_path)
+    probs = np.full((100, 100), 0.001, np.float32)
+    probs[20:70, 30:80] = 0.999
+    unsure = probs.copy()
+    unsure[20:70, 30:80] = 0.9
+    return _Planted(base, probs), _Planted(base, unsure)
+
+
+def test_remove_gives_back_the_kind_it_was_given_with_the_decision(tmp_path):
+    sure, unsure = _sure_and_unsure(tmp_path)
+    image = np.random.default_rng(1).integers(0, 255, (100, 100, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    png = remove(buf.getvalue(), sure)  # bytes in: PNG bytes of what a person is shown
+    assert isinstance(png, bytes) and png[:8] == b"\x89PNG\r\n\x1a\n"
+    shown = Image.open(io.BytesIO(png))
+    decision = json.loads(shown.info["seglab"])
+    assert shown.mode == "RGBA" and decision["accepted"] and decision["area_fraction"] == 0.2496
+    assert np.asarray(shown)[..., 3].sum() == 2496 * 255
+    kept = Image.open(io.BytesIO(remove(buf.getvalue(), unsure)))
+    assert kept.mode == "RGB" and (np.asarray(kept) == image).all()  # the original, unchanged
+    assert json.loads(kept.info["seglab"])["reason"] == "confidence 0.900 is below 0.98"
+    pil = remove(Image.fromarray(image).convert("RGBA"), sure, bgcolor=(0, 0, 255))
+    assert isinstance(pil, Image.Image) and pil.mode == "RGB"  # on the colour asked for
+    assert pil.getpixel((0, 0)) == (0, 0, 255) and json.loads(pil.info["seglab"])["accepted"]
+    mask = remove(Image.fromarray(image), unsure, only_mask=True)  # the mask, gate or not
+    assert mask.mode == "L" and (np.asarray(mask) > 0).sum() == 2496
+    assert remove(image, sure).decision.accepted  # arrays and paths: the whole Cutout
+    with pytest.raises(TypeError, match="not list"):
+        remove([1, 2], sure)
+
+
+def test_cutouts_folder_holds_only_what_the_gate_accepted(tmp_path):
+    sure, unsure = _sure_and_unsure(tmp_path)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.full((100, 100, 3), 90, np.uint8)).save(tmp_path / "in" / "a.png")
+    cutout_files(sure, [tmp_path / "in"], tmp_path / "yes", progress=False)
+    cutout_files(unsure, [tmp_path / "in"], tmp_path / "no", progress=False)
+    assert (tmp_path / "yes" / "cutouts" / "a.png").exists()
+    assert not (tmp_path / "no" / "cutouts").exists()  # refused: only shown/ (the original)
+    assert (read_image(tmp_path / "no" / "shown" / "a.png") == 90).all()
+    cutout_files(unsure, [tmp_path / "in"], tmp_path / "m", mask_only=True, progress=False)
+    written = sorted(p.relative_to(tmp_path / "m").as_posix()
+                     for p in (tmp_path / "m").rglob("*") if p.is_file())
+    assert written == ["masks/a.png", "results.csv", "results.json", "results.jsonl"]
+
+
+def test_watch_cuts_out_photos_as_they_land_and_a_restart_goes_on(tmp_path):
+    from seglab.cutout.batch import watch
+
+    sure, _ = _sure_and_unsure(tmp_path)
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    (inbox / "shop").mkdir(parents=True)
+    photo = Image.fromarray(np.full((100, 100, 3), 120, np.uint8))
+    photo.save(inbox / "1.jpg")
+    lines: list[str] = []
+    stop = threading.Event()
+    worker = threading.Thread(target=watch, args=(sure, inbox, out), kwargs={
+        "interval": 0.05, "stop": stop.is_set, "report": lines.append})
+    worker.start()
+    try:
+        for _ in range(200):
+            if (out / "shown" / "1.png").exists():
+                break
+            time.sleep(0.05)
+        photo.save(inbox / "shop" / "1.jpg")  # lands later, same file name in a sub-folder
+        (inbox / "shop" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+        for _ in range(200):
+            if (out / "shown" / "shop__1.png").exists():
+                break
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join(10)
+    assert (out / "shown" / "1.png").exists() and (out / "shown" / "shop__1.png").exists()
+    assert any("broken.jpg" in line or "done" in line for line in lines)
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["output"] for r in rows) == ["1", "shop__1"]
+    photo.save(inbox / "2.png")  # a restarted watch skips what is done, takes what is new
+    summary = watch(sure, inbox, out, interval=0.01, stop=lambda: (out / "shown" / "2.png")
+                    .exists(), report=lines.append)
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["output"] for r in rows) == ["1", "2", "shop__1"]
+    assert summary is not None and summary.images == 3 and summary.accepted == 3

@@ -185,3 +185,47 @@ def test_serve_without_models_serves_the_whole_zoo(monkeypatch):
     assert result.exit_code == 0, result.output
     assert sorted(served["models"]) == sorted(str(zoo.root() / n) for n in zoo.names())
     assert served["port"] == 8123
+
+
+def test_cutout_command_has_rembg_doors(tmp_path):
+    """One file in, one out (format from the extension), stdin to stdout, only the mask,
+    and a watched folder, through the real command with the zoo's model."""
+    import signal
+    import time
+
+    from PIL import Image
+
+    seglab_bin = [sys.executable, "-m", "seglab.cli", "cutout"]
+    photo = sorted((SAMPLES / "images").glob("*.jpg"))[0]
+    run = subprocess.run([*seglab_bin, str(photo), "-o", str(tmp_path / "one.png")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "accepted" in run.stderr and f"to {tmp_path / 'one.png'}" in run.stderr
+    one = Image.open(tmp_path / "one.png")
+    decision = json.loads(one.info["seglab"])
+    assert one.size == (800, 800) and one.mode == ("RGBA" if decision["accepted"] else "RGB")
+    piped = subprocess.run([*seglab_bin, "-", "-o", "-"], input=photo.read_bytes(),
+                           capture_output=True)
+    assert piped.returncode == 0 and piped.stdout == (tmp_path / "one.png").read_bytes()
+    run = subprocess.run([*seglab_bin, str(photo), "-o", str(tmp_path / "mask.jpg"), "-om"],
+                         capture_output=True, text=True)
+    mask = Image.open(tmp_path / "mask.jpg")
+    assert run.returncode == 0 and mask.format == "JPEG" and mask.mode == "L"
+    two = subprocess.run([*seglab_bin, str(photo), str(photo), "-o", str(tmp_path / "x.png")],
+                         capture_output=True, text=True)
+    assert two.returncode == 2 and two.stderr.startswith("error: -o") and not (
+        tmp_path / "x.png").exists()
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    watcher = subprocess.Popen([*seglab_bin, "-w", str(inbox), str(out)],
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        (inbox / "new.jpg").write_bytes(photo.read_bytes())
+        deadline = time.time() + 90
+        while not (out / "shown" / "new.png").exists() and time.time() < deadline:
+            time.sleep(0.2)
+    finally:
+        watcher.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop, not a traceback
+        _, err = watcher.communicate(timeout=30)
+    assert (out / "shown" / "new.png").exists(), err
+    assert watcher.returncode == 0 and "stopped; results in" in err and "Traceback" not in err

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from seglab.cli.app import _exit_for, _friendly, _is_model, app
+from seglab.errors import SeglabError
+
+if TYPE_CHECKING:
+    from seglab.infer.predictor import Predictor
 
 
 @app.command()
@@ -45,16 +50,26 @@ def synth(
 @_friendly
 def cutout(
     inputs: Annotated[list[str], typer.Argument(
-        help="[MODEL] IMAGES...: files, folders or globs, optionally after a cut-out model "
-             "folder or zoo name (default: the zoo's jewellery-cutout).",
+        help="[MODEL] IMAGES...: files, folders or globs (- reads one image from stdin), "
+             "optionally after a cut-out model folder or zoo name (default: the zoo's "
+             "jewellery-cutout). With --watch: IN_DIR [OUT_DIR].",
         metavar="[MODEL] IMAGES...")],
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("cutouts"),
+    out: Annotated[str | None, typer.Option(
+        "--out", "-o", help="Output folder (default: cutouts); for one input, an output "
+        "file instead (.png, .webp or .jpg: what a person is shown) or - for PNG on "
+        "stdout.")] = None,
     model: Annotated[str | None, typer.Option(
         "--model", "-m", help="Cut-out model folder or zoo name.")] = None,
-    bg_color: Annotated[str | None, typer.Option(help="Put cut-outs on this colour "
-                                                 "(#ffffff) instead of transparency.")] = None,
+    bg_color: Annotated[str | None, typer.Option(
+        "--bgcolor", "--bg-color", help="Put cut-outs on this colour (#ffffff or r,g,b) "
+        "instead of transparency.")] = None,
     soft_edges: Annotated[bool, typer.Option(help="Keep soft alpha edges.")] = False,
-    mask_only: Annotated[bool, typer.Option(help="Write only the masks.")] = False,
+    mask_only: Annotated[bool, typer.Option(
+        "--only-mask", "--mask-only", "-om", help="Write only the masks (no cut-outs, "
+        "review sheet or plots).")] = False,
+    watch: Annotated[bool, typer.Option(
+        "--watch", "-w", help="Watch IN_DIR and cut out photos as they land, until "
+        "Ctrl-C; a restarted watch skips what is done.")] = False,
     review: Annotated[bool, typer.Option(help="Write the review sheet and gate report.")]
     = True,
     backend: Annotated[str, typer.Option(help="Inference backend, or auto.")] = "auto",
@@ -64,7 +79,7 @@ def cutout(
 ) -> None:
     """Cut products out of photos; show a cut-out only when the confidence gate accepts it."""
     from seglab.cutout.batch import cutout_files
-    from seglab.cutout.remove import parse_colour
+    from seglab.cutout.remove import OUTPUT_FORMATS, parse_colour
     from seglab.data.images import check_inputs
     from seglab.infer.predictor import load_model
     from seglab.models import zoo
@@ -74,14 +89,73 @@ def cutout(
         model = images.pop(0)
     background = parse_colour(bg_color)  # a typo is reported before a model is loaded
     zoo.resolve(model or zoo.DEFAULT_CUTOUT)
-    check_inputs(*images)
+    one_file = out is not None and (out == "-" or Path(out).suffix.lower() in OUTPUT_FORMATS)
+    if watch:
+        if out is None and len(images) == 2:
+            out = images.pop()
+        if one_file or len(images) != 1 or not Path(images[0]).is_dir():
+            raise SeglabError("--watch takes one folder to watch and an output folder: "
+                              "seglab cutout -w IN_DIR OUT_DIR")
+    elif one_file:
+        if len(images) != 1 or Path(images[0]).is_dir():
+            raise SeglabError(f"-o {out} writes one file: give one image (or -o FOLDER for "
+                              "several)")
+        if images[0] != "-":
+            check_inputs(*images)
+    else:
+        check_inputs(*images)
     predictor = load_model(model or zoo.DEFAULT_CUTOUT, backend=backend, task="cutout")
-    summary = cutout_files(predictor, images, out, background=background,
-                           soft_edges=soft_edges, mask_only=mask_only, review=review,
-                           workers=workers, resume=resume)
-    typer.echo(f"{summary['accepted']} of {summary['images']} accepted, "
-               f"{len(summary['errors'])} skipped; results in {out}")
-    _exit_for(summary.errors)
+    options = {"background": background, "soft_edges": soft_edges, "mask_only": mask_only}
+    if watch:
+        _watch(predictor, Path(images[0]), Path(out or "cutouts"), options)
+    elif one_file:
+        _one_file(predictor, images[0], str(out), options)
+    else:
+        summary = cutout_files(predictor, images, out or "cutouts", review=review,
+                               workers=workers, resume=resume, **options)
+        typer.echo(f"{summary.accepted} of {summary.images} accepted, "
+                   f"{len(summary.errors)} skipped; results in {out or 'cutouts'}")
+        _exit_for(summary.errors)
+
+
+def _one_file(predictor: Predictor, source: str, out: str, options: dict) -> None:
+    """rembg's ``i`` door: one image in (a file or - for stdin), one file out (or -)."""
+    from seglab.cutout.remove import OUTPUT_FORMATS, encode_shown, remove_batch
+    from seglab.data.files import write_bytes_atomic
+    from seglab.data.images import read_image
+    from seglab.errors import ImageReadError
+
+    try:
+        image = read_image(sys.stdin.buffer.read() if source == "-" else source,
+                           name="stdin" if source == "-" else None)
+    except ImageReadError as exc:  # a bad input is skipped (status 1), not a user mistake
+        typer.secho(f"skipped: {exc}", fg="yellow", err=True)
+        raise typer.Exit(1) from None
+    cut = remove_batch(predictor, [image])[0]
+    fmt = "png" if out == "-" else OUTPUT_FORMATS[Path(out).suffix.lower()]
+    data = encode_shown(cut, fmt, only_mask=options["mask_only"],
+                        bgcolor=options["background"], soft_edges=options["soft_edges"])
+    if out == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        write_bytes_atomic(out, data)
+    d = cut.decision
+    what = ("the mask" if options["mask_only"] else "the cut-out" if d.accepted
+            else "the original photo")
+    figures = f"confidence {d.confidence:.3f}, mask {d.area_fraction:.1%} of the photo"
+    verdict = f"accepted ({figures})" if d.accepted else f"not accepted: {d.reason} ({figures})"
+    typer.echo(f"{verdict}; wrote {what} to {'stdout' if out == '-' else out}", err=True)
+
+
+def _watch(predictor: Predictor, folder: Path, out: Path, options: dict) -> None:
+    from seglab.cutout.batch import watch
+
+    typer.echo(f"watching {folder} for photos (Ctrl-C to stop); outputs in {out}", err=True)
+    try:
+        watch(predictor, folder, out, report=lambda line: typer.echo(line, err=True), **options)
+    except KeyboardInterrupt:
+        typer.echo(f"stopped; results in {out}", err=True)
 
 
 @app.command("gate-report")

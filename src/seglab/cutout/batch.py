@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,12 +55,17 @@ def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
                  out: str | os.PathLike[str], *, background: tuple[int, int, int] | None = None,
                  soft_edges: bool = False, mask_only: bool = False, batch_size: int = 4,
                  review: bool = True, progress: bool = True, workers: int = 0,
-                 resume: bool = False, review_limit: int = 400) -> CutoutSummary:
+                 resume: bool = False, review_limit: int = 400,
+                 names: dict[Path, str] | None = None) -> CutoutSummary:
     """Cut out every image; write ``shown/``, ``cutouts/``, ``masks/``, ``results.*``.
 
     ``shown/<name>.png`` is what a person sees (the cut-out if accepted, else the
-    original). Streams like :func:`seglab.defects.batch.predict_files`: one line per
-    image in ``results.jsonl`` as it is done (``resume=True`` skips those), then
+    original); ``cutouts/`` holds only the accepted cut-outs, so nothing there was
+    refused by the gate; ``masks/`` every mask, for review. ``mask_only`` writes the
+    masks and results alone (no cut-outs, review sheet or plots). ``names`` fixes each
+    input's output name (default: distinct names over this run's inputs). Streams like
+    :func:`seglab.defects.batch.predict_files`: one line per image in
+    ``results.jsonl`` as it is done (``resume=True`` skips those), then
     ``results.csv`` and ``results.json``. The review sheet shows the first
     ``review_limit`` images of this run (its thumbnails are kept in memory).
     Unreadable files are reported in ``errors`` and skipped.
@@ -71,7 +77,8 @@ def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
     out = Path(out)
     log = JsonLines(out / "results.jsonl", resume=resume)
     every = list_images(*inputs)
-    stems = output_names(every)
+    stems = names if names is not None else output_names(every)
+    review = review and not mask_only
     paths = log.pending(every)
     errors, kept = [], []
     bar = progress_bar(total=len(paths), desc="cutout", unit="img", disable=not progress)
@@ -85,9 +92,9 @@ def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
                 stem = stems[path]
                 write_image(out / "masks" / f"{stem}.png", cut.mask * 255)
                 if not mask_only:
-                    cut_img = cut.rgba(soft_edges) if background is None else cut.on_colour(
-                        background, soft_edges)
-                    write_image(out / "cutouts" / f"{stem}.png", cut_img)
+                    if cut.decision.accepted:
+                        write_image(out / "cutouts" / f"{stem}.png",
+                                    cut.shown(background, soft_edges))
                     write_image(out / "shown" / f"{stem}.png",
                                 cut.shown(background, soft_edges))
                 rows.append({"image": path.name, "path": str(path), "output": stem,
@@ -118,6 +125,54 @@ def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
         review_sheet(kept, out / "review")
         gate_histograms(rows, out / "gate_report.png")
     return summary
+
+
+def watch(predictor: Predictor, folder: str | os.PathLike[str], out: str | os.PathLike[str],
+          *, interval: float = 1.0, stop: Callable[[], bool] | None = None,
+          report: Callable[[str], None] = print, **options: Any) -> CutoutSummary | None:
+    """Cut out images as they land in ``folder`` (recursively) until ``stop()`` is true or
+    the user interrupts (Ctrl-C); outputs go to ``out`` as :func:`cutout_files` writes them.
+
+    A file is taken once its size and modification time are the same on two polls
+    ``interval`` seconds apart, so a photo still being copied in is not read half-written.
+    Resumable: what ``out/results.jsonl`` already holds is skipped, so a watch restarted
+    after a kill goes on where it stopped. Output names are the path inside ``folder``
+    (folders joined by ``__``), fixed when a file arrives whatever lands after it.
+    Returns the summary of everything processed so far (``None`` if nothing ever was).
+    """
+    from seglab.data.files import JsonLines
+    from seglab.data.images import list_images
+
+    # Polling rather than file-system events: it sees files on network shares and
+    # synced folders, where inotify is silent, and a poll a second costs nothing.
+    folder, out = Path(folder), Path(out)
+    done = {Path(r["path"]) for r in JsonLines(out / "results.jsonl", resume=True).rows()}
+    seen: dict[Path, tuple[int, float]] = {}
+    summary = None
+    options = {"review": False, "progress": False, **options}
+    while True:
+        ready = []
+        for path in list_images(folder):
+            if path in done or out in path.parents or path == out:
+                continue
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # moved away between listing and stat
+                continue
+            state = (stat.st_size, stat.st_mtime)
+            if seen.get(path) == state and stat.st_size > 0:
+                ready.append(path)
+            seen[path] = state
+        if ready:
+            names = {p: "__".join(p.relative_to(folder).with_suffix("").parts) for p in ready}
+            summary = cutout_files(predictor, ready, out, resume=True, names=names, **options)
+            done.update(ready)
+            shown = {Path(e["image"]) for e in summary.errors}
+            report(f"{len(ready)} new: {sum(p not in shown for p in ready)} done, "
+                   f"{summary.accepted} of {summary.images} accepted so far")
+        if stop is not None and stop():
+            return summary
+        time.sleep(interval)
 
 
 def gate_report(predictor: Predictor, dataset: SegmentationDataset,

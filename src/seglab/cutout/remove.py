@@ -1,13 +1,20 @@
 """Background removal: ``remove(image)`` mirrors ``rembg.remove``: one image in (the
-zoo's cut-out model by default), one :class:`Cutout` out: probability map ->
-threshold -> cleaning -> gate -> what a person sees.
+zoo's cut-out model by default), probability map -> threshold -> cleaning -> gate ->
+what a person sees. Bytes in give PNG bytes out and a PIL image gives a PIL image, as
+in rembg; arrays and paths give the whole :class:`Cutout`.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, overload
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
 
 import cv2
 import numpy as np
@@ -53,30 +60,109 @@ _LOADED: dict[str, Predictor] = {}
 """Models ``remove`` has loaded by name, kept for the next call (like rembg's sessions)."""
 
 
-def remove(image: np.ndarray | str | os.PathLike[str],
-           model: Predictor | str | os.PathLike[str] | None = None) -> Cutout:
-    """Cut the foreground out of one RGB image (array or file) and decide whether to show it.
+DECISION_KEY = "seglab"
+"""PNG text chunk (and PIL ``info`` key) that carries the gate's decision as JSON."""
 
+
+@overload
+def remove(image: bytes, model: Predictor | str | os.PathLike[str] | None = None, *,
+           only_mask: bool = False, bgcolor: tuple[int, int, int] | None = None,
+           soft_edges: bool = False) -> bytes: ...
+@overload
+def remove(image: PILImage.Image, model: Predictor | str | os.PathLike[str] | None = None, *,
+           only_mask: bool = False, bgcolor: tuple[int, int, int] | None = None,
+           soft_edges: bool = False) -> PILImage.Image: ...
+@overload
+def remove(image: np.ndarray | str | os.PathLike[str],
+           model: Predictor | str | os.PathLike[str] | None = None, *,
+           only_mask: bool = False, bgcolor: tuple[int, int, int] | None = None,
+           soft_edges: bool = False) -> Cutout: ...
+def remove(image: Any, model: Predictor | str | os.PathLike[str] | None = None, *,
+           only_mask: bool = False, bgcolor: tuple[int, int, int] | None = None,
+           soft_edges: bool = False) -> Any:
+    """Cut the foreground out of one image and decide whether a person is shown it.
+
+    ``image`` is an RGB array or a file path (-> :class:`Cutout`: probabilities, raw
+    and cleaned masks, decision, ``shown()``), encoded bytes (-> PNG bytes) or a PIL
+    image (-> PIL image). For bytes and PIL the result is what a person is shown: the
+    cut-out (on ``bgcolor`` if given) when the gate accepts it, else the original
+    photo; ``only_mask`` gives the cleaned mask instead. The decision travels with it
+    as JSON: the PNG's ``seglab`` text chunk, or the PIL image's ``info["seglab"]``.
     ``model`` is a loaded :class:`Predictor`, a model folder or a zoo name; the
-    default is the zoo's ``jewellery-cutout``, loaded once and kept.
+    default is the zoo's ``jewellery-cutout``, loaded once and kept (rembg's sessions).
     """
     from seglab.data.images import read_image
+
+    predictor = _predictor(model)
+    if isinstance(image, np.ndarray):
+        return remove_batch(predictor, [image])[0]
+    if isinstance(image, str | os.PathLike):
+        return remove_batch(predictor, [read_image(image)])[0]
+    if isinstance(image, bytes | bytearray | memoryview):
+        cut = remove_batch(predictor, [read_image(bytes(image), name="image bytes")])[0]
+        return encode_shown(cut, "png", only_mask=only_mask, bgcolor=bgcolor,
+                            soft_edges=soft_edges)
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")  # through read_image: one decoding path, modes handled
+        cut = remove_batch(predictor, [read_image(buf.getvalue(), name="PIL image")])[0]
+        shown = Image.fromarray(_shown_array(cut, only_mask, bgcolor, soft_edges))
+        shown.info[DECISION_KEY] = json.dumps(cut.decision.as_dict())
+        return shown
+    raise TypeError(f"remove() takes an RGB array, a path, bytes or a PIL image, not "
+                    f"{type(image).__name__}")
+
+
+def _predictor(model: Predictor | str | os.PathLike[str] | None) -> Predictor:
     from seglab.models import zoo
 
-    if not isinstance(image, np.ndarray):
-        image = read_image(image)
     if model is None or isinstance(model, str | os.PathLike):
         key = str(model or zoo.DEFAULT_CUTOUT)
         if key not in _LOADED:
             from seglab.infer.predictor import load_model
 
             _LOADED[key] = load_model(key, backend="auto", task="cutout")
-        model = _LOADED[key]
-    else:
-        from seglab.infer.predictor import check_task
+        return _LOADED[key]
+    from seglab.infer.predictor import check_task
 
-        check_task(model.config, "cutout", model.config.display_name)
-    return remove_batch(model, [image])[0]
+    check_task(model.config, "cutout", model.config.display_name)
+    return model
+
+
+def _shown_array(cut: Cutout, only_mask: bool, bgcolor: tuple[int, int, int] | None,
+                 soft_edges: bool) -> np.ndarray:
+    if only_mask:
+        return cut.mask.astype(np.uint8) * 255
+    return cut.shown(bgcolor, soft_edges)
+
+
+OUTPUT_FORMATS = {".png": "png", ".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
+def encode_shown(cut: Cutout, fmt: str = "png", *, only_mask: bool = False,
+                 bgcolor: tuple[int, int, int] | None = None, soft_edges: bool = False,
+                 quality: int = 95) -> bytes:
+    """What a person is shown (or the mask) as PNG, WebP or JPEG bytes; a PNG carries
+    the decision as JSON in its ``seglab`` text chunk. JPEG has no transparency, so an
+    accepted cut-out goes on ``bgcolor``, or on white when none is given."""
+    from PIL import Image, PngImagePlugin
+
+    if fmt == "jpeg" and not only_mask and bgcolor is None:
+        bgcolor = (255, 255, 255)
+    img = Image.fromarray(np.ascontiguousarray(_shown_array(cut, only_mask, bgcolor,
+                                                            soft_edges)))
+    buf = io.BytesIO()
+    if fmt == "png":
+        info = PngImagePlugin.PngInfo()
+        info.add_text(DECISION_KEY, json.dumps(cut.decision.as_dict()))
+        img.save(buf, format="PNG", pnginfo=info, compress_level=1)
+    elif fmt in ("webp", "jpeg"):
+        img.save(buf, format=fmt.upper(), quality=quality)
+    else:
+        raise ValueError(f"unknown output format {fmt!r}; choose png, webp or jpeg")
+    return buf.getvalue()
 
 
 def remove_batch(predictor: Predictor, images: Sequence[np.ndarray]) -> list[Cutout]:
