@@ -115,3 +115,36 @@ def test_cutout_exit_status_says_whether_every_photo_was_processed(tmp_path):
                                str(tmp_path / "b"), "--workers", "0", "--no-review"])
     assert some.exit_code == 1 and "bad.jpg" in some.output and "Traceback" not in some.output
     assert "1 of 1" in some.output or "0 of 1" in some.output  # the good photo was processed
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "cpu-demo", "--data", "x"], ["Missing option '--out'", "train --help"]),
+    (["predict", "steel-defects", "a.jpg", "--out", "o", "--bogus"], ["No such option"]),
+    (["export", "steel-defects", "--count", "many"], ["Invalid value for '--count'"]),
+    (["cutout"], ["Missing argument"]),
+])
+def test_usage_mistakes_through_the_real_command_are_one_error_line(args, words, tmp_path):
+    """Click's own usage errors (missing option, wrong type, unknown flag) follow the same
+    contract as seglab's: one `error:` line on stderr, status 2, no usage panel."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "seglab.cli", *args], capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr
+    assert all(w in lines[0] for w in words), lines[0]
+
+
+def test_evaluate_refuses_a_cut_out_model_and_names_the_label_csvs_it_looked_for(tmp_path):
+    result = CliRunner().invoke(app, ["evaluate", "jewellery-cutout", "--data", str(tmp_path)])
+    assert result.exit_code == 2 and "needs a defects model" in result.output
+    from seglab.data.datasets import SeverstalDataset
+    from seglab.errors import SeglabError
+
+    (tmp_path / "a.csv").write_text("x\n")
+    (tmp_path / "b.csv").write_text("x\n")
+    with pytest.raises(SeglabError, match=r"expected train.csv.*found: a.csv, b.csv") as err:
+        SeverstalDataset(tmp_path)
+    assert "csv=" not in str(err.value)

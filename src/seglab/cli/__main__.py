@@ -2,6 +2,6 @@
 
 import sys
 
-from seglab.cli import app
+from seglab.cli import main
 
-sys.exit(app())
+sys.exit(main())

@@ -41,7 +41,7 @@ def _friendly(func: Callable[P, R]) -> Callable[P, R]:
 
 
 @app.callback(invoke_without_command=True)
-def main(version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False
+def root(version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False
          ) -> None:
     if version:
         typer.echo(__version__)
@@ -61,3 +61,30 @@ def _is_model(text: str) -> bool:
     from seglab.models import zoo
 
     return (Path(text) / "config.json").is_file() or zoo.is_zoo_name(text)
+
+
+def main() -> int:
+    """The ``seglab`` entry point: the app, with Click's own usage errors (a missing
+    option, a value of the wrong type, an unknown flag) also reported as one ``error:``
+    line and status 2, like every other user mistake, instead of a usage panel."""
+    try:  # typer >= 0.2x ships its own click as typer._click; older typer uses click
+        from typer._click import exceptions as clickx
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        from click import exceptions as clickx
+
+    try:
+        code = app(standalone_mode=False)
+    except clickx.NoArgsIsHelpError as exc:  # bare `seglab VERB`: its help
+        exc.show()
+        return 2
+    except clickx.UsageError as exc:
+        hint = f"; see `{exc.ctx.command_path} --help`" if exc.ctx is not None else ""
+        typer.secho(f"error: {exc.format_message().rstrip('.')}{hint}", fg="red", err=True)
+        return 2
+    except clickx.ClickException as exc:
+        typer.secho(f"error: {exc.format_message()}", fg="red", err=True)
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    return code if isinstance(code, int) else 0

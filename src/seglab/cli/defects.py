@@ -28,11 +28,13 @@ def evaluate(
 ) -> None:
     """Evaluate a model on labelled data: metrics.json and plots (tune: update the model)."""
     from seglab.defects.evaluate import document, open_for_model, summary_line
+    from seglab.infer.predictor import check_task
     from seglab.models import zoo
     from seglab.models.folder import read_config
 
     folder = zoo.resolve(model)
     config = read_config(folder)
+    check_task(config, "defects", model)  # a cut-out model is judged by gate-report
     id_list = [s.strip() for s in ids.read_text().splitlines() if s.strip()] if ids else None
     dataset = open_for_model(config, str(data), fmt, id_list)
     metrics = document(str(folder), dataset, dataset_name=str(data), tune_first=tune,

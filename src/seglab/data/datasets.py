@@ -185,7 +185,9 @@ def _find_csv(root: Path) -> Path:
     csvs = sorted(p for p in root.glob("*.csv") if p.name != "labels_summary.csv")
     if len(csvs) == 1:
         return csvs[0]
-    raise SeglabError(f"no label CSV in {root}: expected train.csv (or pass csv=...)")
+    found = ", ".join(p.name for p in csvs) or "none"
+    raise SeglabError(f"no label CSV in {root}: expected train.csv, train_subset.csv or "
+                      f"exactly one other .csv (found: {found})")
 
 
 class MaskFolderDataset(SegmentationDataset):
