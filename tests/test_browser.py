@@ -117,7 +117,8 @@ def test_inspector_and_reviewer_flow(server, browser, shared_data):
     assert _loaded(browser, tile.find_element(By.TAG_NAME, "img"))
     _shot(browser, "1-defect-check")
     tile.find_element(By.TAG_NAME, "a").click()
-    assert "is defect: [" in browser.find_element(By.ID, "verdict").text
+    verdict = browser.find_element(By.ID, "verdict").text
+    assert verdict.startswith(("Defective: ", "Normal: ")) and "image-level probability" in verdict
     assert _loaded(browser, browser.find_element(By.CSS_SELECTOR, "#localization img"))
     legend = browser.find_elements(By.CSS_SELECTOR, "#legend tr")
     assert len(legend) == 1 + 4  # header + one row per class

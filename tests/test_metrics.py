@@ -110,3 +110,21 @@ def test_pooled_iou_sums_pixels_over_images_after_post_processing():
     # Nothing predicted and nothing true: undefined, not perfect.
     empty = _collected([0.5], [[[0]]], [[[0]]], [[0]], [[0.1]])
     assert pooled_iou(empty, PostprocessSpec(threshold=0.5))["c"] is None
+
+
+def test_explain_says_which_rule_kept_or_dropped_each_class():
+    from seglab.infer.postprocess import binarize, explain
+    from seglab.recipes import PostprocessSpec
+
+    probs = np.zeros((3, 20, 20), np.float32)
+    probs[0, :10] = 0.9   # 200 px: kept, head not used (threshold 0)
+    probs[1, :2] = 0.9    # 40 px: under the 64 px minimum
+    probs[2, :10] = 0.9   # 200 px but the head says 0.2 < 0.5
+    spec = PostprocessSpec(threshold=0.5, min_area=[0, 64, 0],
+                           classifier_threshold=[0.0, 0.0, 0.5])
+    heads = np.array([0.1, 0.9, 0.2])
+    masks = binarize(probs, heads, spec)
+    why = explain(probs, heads, masks, spec, ["a", "b", "c"])
+    assert why[0] == "a: found (200 px at p >= 0.50, minimum 1 px; head not used)"
+    assert why[1] == "b: not found (40 px at p >= 0.50, under the 64 px minimum)"
+    assert why[2] == "c: dropped by the image-level head (0.20 < 0.50; 200 px at p >= 0.50)"

@@ -245,7 +245,8 @@ def test_pages_render_and_forms_work(client):
     assert "defective" in page.text and "bad.png" in page.text and "HTTP 415" in page.text
     item_id = client.get("/api/v1/items").json()[0]["id"]
     detail = client.get(f"/items/{item_id}")
-    assert "legend" in detail.text and "is defect: [1.00]" in detail.text
+    assert "legend" in detail.text and "is defect" not in detail.text
+    assert "highest image-level probability 1.00" in detail.text and "decided by" in detail.text
     r = client.post(f"/review/{item_id}", data={"verdict": "true", "back": "//evil.example"},
                     follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/review"

@@ -80,13 +80,14 @@ def predict_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]]
                                           for n, p in zip(names, pred.class_probs, strict=True)},
                     "max_pixel_probability": {n: round(float(p.max()), 4)
                                               for n, p in zip(names, pred.probs, strict=True)},
-                    "rle": codes,
+                    "rle": codes, "decided_by": pred.decided_by,
                 }
                 rows.append(row)
                 if progress:
-                    bar.write(f"{row['image']}: is defect: [{row['defect_score']:.2f}] "
-                              f"{'defective' if row['defective'] else 'normal'} "
-                              f"{', '.join(row['classes_found'])}")
+                    found = [d for d in pred.decided_by if ": found" in d]
+                    bar.write(f"{row['image']}: defective: {'; '.join(found)}" if found else
+                              f"{row['image']}: normal (no class passed its rules; highest "
+                              f"image-level probability {row['defect_score']:.2f})")
             log.append(rows)  # after the row's files: a listed image is complete
             bar.update(len(good) + len(errors) - skipped)
             skipped = len(errors)

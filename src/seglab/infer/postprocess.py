@@ -43,6 +43,34 @@ def binarize(probs: np.ndarray, class_probs: np.ndarray | None,
     return masks
 
 
+def explain(probs: np.ndarray, class_probs: np.ndarray | None, masks: np.ndarray,
+            spec: PostprocessSpec, names: list[str]) -> list[str]:
+    """Per class, in words, which of :func:`binarize`'s rules kept or dropped it, so a
+    person reads what decided ("head not used" when tuning set its threshold to 0)
+    instead of a probability that looks as if it had."""
+    n = len(names)
+    thresholds = per_class(spec.threshold, n)
+    min_areas = np.maximum(per_class(spec.min_area, n), 1)
+    cls_thresholds = per_class(spec.classifier_threshold, n)
+    out = []
+    for c, name in enumerate(names):
+        found = bool(masks[c].any())
+        area = int(masks[c].sum()) if found else int((probs[c] >= thresholds[c]).sum())
+        pixels = f"{area:,} px at p >= {thresholds[c]:.2f}"
+        head = None if class_probs is None else float(class_probs[c])
+        if found:
+            gate = (f"head {head:.2f} >= {cls_thresholds[c]:.2f}"
+                    if head is not None and cls_thresholds[c] > 0 else "head not used")
+            out.append(f"{name}: found ({pixels}, minimum {min_areas[c]:,.0f} px; {gate})")
+        elif area < min_areas[c]:
+            out.append(f"{name}: not found ({pixels}, under the {min_areas[c]:,.0f} px "
+                       "minimum)")
+        else:
+            out.append(f"{name}: dropped by the image-level head ({head:.2f} < "
+                       f"{cls_thresholds[c]:.2f}; {pixels})")
+    return out
+
+
 def clean(mask: np.ndarray, spec: CleaningSpec) -> np.ndarray:
     """Remove isolated dots and thin lines, drop small components, fill small holes.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -16,7 +16,7 @@ import torch
 
 from seglab.data.images import read_image
 from seglab.errors import ModelFolderError
-from seglab.infer.postprocess import binarize
+from seglab.infer.postprocess import binarize, explain
 from seglab.infer.runtimes import Backend, TorchBackend, sigmoid
 from seglab.models import folder as modelfolder
 from seglab.models.network import SegmentationNet
@@ -33,6 +33,8 @@ class Prediction:
     masks: np.ndarray
     """``(C, H, W)`` uint8 masks after thresholds, minimum areas and classifier gating."""
     class_names: list[str]
+    decided_by: list[str] = field(default_factory=list)
+    """Per class, which post-processing rule kept or dropped it (:func:`explain`)."""
 
     @property
     def areas(self) -> dict[str, int]:
@@ -115,8 +117,10 @@ class Predictor:
         arrays = [img if isinstance(img, np.ndarray) else read_image(img) for img in images]
         out = []
         for probs, cls in self.probabilities(arrays):
-            masks = binarize(probs, cls, self.config.postprocess)
-            out.append(Prediction(probs, cls, masks, self.class_names))
+            spec = self.config.postprocess
+            masks = binarize(probs, cls, spec)
+            out.append(Prediction(probs, cls, masks, self.class_names,
+                                  explain(probs, cls, masks, spec, self.class_names)))
         return out
 
 

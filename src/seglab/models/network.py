@@ -25,8 +25,7 @@ class SegmentationNet(nn.Module):
     Inputs are reflect-padded up to a multiple of the encoder's output stride
     (32 for depth 5) and the logits cropped back, so a 256x1600 strip or a
     333x517 photo both work. Without an auxiliary head, the image-level logit
-    of a class is the maximum of its pixel logits: the "max probability" the
-    mission shows as "Detail is defect: [0.28]".
+    of a class is the maximum of its pixel logits (its "max probability").
     """
 
     def __init__(self, net: nn.Module, stride: int, has_aux: bool) -> None:

@@ -149,9 +149,9 @@ class Service:
                     "area_fraction": round(float(mask.mean()), 6),
                     "probability": round(float(pred.class_probs[c]), 4),
                     "max_pixel_probability": round(float(pred.probs[c].max()), 4),
-                    "rle": rle.encode(mask)}
-                   for c, (name, mask) in enumerate(zip(pred.class_names, pred.masks,
-                                                        strict=True))]
+                    "rle": rle.encode(mask), "decided_by": why.split(": ", 1)[1]}
+                   for c, (name, mask, why) in enumerate(zip(pred.class_names, pred.masks,
+                                                             pred.decided_by, strict=True))]
         result = {"defective": bool(pred.classes_found),
                   "defect_score": round(pred.defect_score, 4),
                   "classes_found": pred.classes_found, "classes": classes}
