@@ -24,6 +24,7 @@ install: $(STAMP)
 # The browser test drives Debian's headless Chromium; installed once, as the tests need it.
 $(BROWSER):
 	@command -v apt-get >/dev/null || { echo "need Debian's chromium and chromium-driver"; exit 1; }
+	@echo "make test: installing Debian's chromium and chromium-driver system-wide with apt-get (once; the browser test drives them; ~300 MB)"
 	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); export DEBIAN_FRONTEND=noninteractive; \
 	$$SUDO apt-get install -y --no-install-recommends chromium chromium-driver \
 	  || { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium chromium-driver; }

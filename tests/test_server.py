@@ -314,3 +314,14 @@ def test_real_models_serve_end_to_end(folders, tmp_path):
         assert len(body["classes"]) == 4 and 0 <= body["defect_score"] <= 1
         cut = c.post("/api/v1/cutout", files={"file": ("p.jpg", _png(_strip(), "JPEG"))})
         assert cut.status_code == 200 and isinstance(cut.json()["accepted"], bool)
+
+
+def test_empty_charts_say_no_data_yet_without_meaningless_axes():
+    from seglab.serve.charts import chart_svg
+
+    empty = chart_svg("hist", [], title="confidence").decode()
+    assert "no data yet" in empty and "images" not in empty  # no y-axis label over nothing
+    bars = chart_svg("bars", {}, title="classes").decode()
+    assert "no data yet" in bars
+    full = chart_svg("hist", [0.2, 0.9, 0.95], title="confidence", xlabel="p").decode()
+    assert "no data yet" not in full

@@ -24,22 +24,24 @@ def chart_svg(kind: str, values: Sequence[float] | dict[str, int], *, title: str
 
     fig = Figure(figsize=(5.2, 2.8))
     ax = fig.add_subplot()
-    if kind == "bars":
+    empty = not (values if isinstance(values, dict) else len(list(values)))
+    if empty:  # axes over no data say nothing: the chart says so instead
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes,
+                fontsize=12, color="#777777")
+    elif kind == "bars":
         assert isinstance(values, dict)
         names = list(values)
         ax.bar(names, [values[n] for n in names],
                color=[hex_colour(i) for i in range(len(names))])
         ax.set_ylabel("images")
-        if not names:
-            ax.text(0.5, 0.5, "nothing yet", ha="center", va="center", transform=ax.transAxes)
     else:
         data = np.asarray(list(values), dtype=float)
         ax.hist(data, bins=bins, range=value_range, color="#3c78c8")
         ax.set_ylabel("images")
-        if not data.size:
-            ax.text(0.5, 0.5, "nothing yet", ha="center", va="center", transform=ax.transAxes)
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel(xlabel)
+    if not empty:
+        ax.set_xlabel(xlabel)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="svg")
