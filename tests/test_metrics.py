@@ -128,3 +128,22 @@ def test_explain_says_which_rule_kept_or_dropped_each_class():
     assert why[0] == "a: found (200 px at p >= 0.50, minimum 1 px; head not used)"
     assert why[1] == "b: not found (40 px at p >= 0.50, under the 64 px minimum)"
     assert why[2] == "c: dropped by the image-level head (0.20 < 0.50; 200 px at p >= 0.50)"
+
+
+def test_overlay_legend_names_each_class_found_with_its_colour_and_area():
+    from seglab.infer.overlay import color_of, overlay
+
+    image = np.full((40, 400, 3), 128, np.uint8)
+    masks = np.zeros((3, 40, 400), np.uint8)
+    masks[1, :, :40] = 1  # 10% of the image
+    out = overlay(image, masks, names=["inclusion", "patches", "scratches"])
+    assert out.shape[1] == 400 and out.shape[0] > 40  # a band under the strip, not over it
+    assert (out[:40, 100:] == 128).all()  # the photo itself is untouched outside the mask
+    band = out[40:]
+    swatch = np.all(band == color_of(1), axis=2)
+    assert swatch.sum() >= 100  # the class's colour box
+    assert not np.all(band == color_of(0), axis=2).any()  # absent classes get no entry
+    plain = overlay(image, masks)
+    assert plain.shape == image.shape  # without names: the overlay alone, as before
+    empty = overlay(image, np.zeros_like(masks), names=["a", "b", "c"])
+    assert empty.shape[0] > 40 and (empty[40:] < 128).any()  # "no defect found" is written

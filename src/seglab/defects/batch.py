@@ -70,7 +70,7 @@ def predict_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]]
                                         mask * 255)
                 if write_overlays:
                     write_image(out / "overlays" / f"{stems[path]}.png",
-                                overlay(image, pred.masks))
+                                overlay(image, pred.masks, names=pred.class_names))
                 row = {
                     "image": path.name, "path": str(path), "width": image.shape[1],
                     "height": image.shape[0], "defective": bool(pred.classes_found),

@@ -3,6 +3,8 @@ beside each mask. Only NumPy and OpenCV, so inference never loads a plotting lib
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
@@ -22,8 +24,12 @@ def hex_colour(index: int) -> str:
 
 
 def overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.45,
-            contour: bool = True) -> np.ndarray:
-    """Colour each class's mask over the image (fill plus outline), one colour per class."""
+            contour: bool = True, names: Sequence[str] | None = None) -> np.ndarray:
+    """Colour each class's mask over the image (fill plus outline), one colour per class.
+
+    With ``names``, a legend band goes under the image (never over the strip): each
+    class found, as its colour, name and share of the image, or "no defect found".
+    """
     out = image.astype(np.float32).copy()
     for c, mask in enumerate(masks):
         m = mask.astype(bool)
@@ -36,5 +42,36 @@ def overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.45,
             contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
                                            cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(out, contours, -1, color_of(c), 1)
-    return out
+    if names is None:
+        return out
+    entries = [(c, f"{names[c]} {masks[c].mean():.1%}") for c in range(len(masks))
+               if masks[c].any()]
+    return np.vstack([out, _legend(out.shape[1], entries)])
 
+
+def _legend(width: int, entries: list[tuple[int, str]]) -> np.ndarray:
+    """Rows of colour swatch + label on white, wrapped to ``width``; drawn with OpenCV's
+    Hershey font so inference needs no font files or plotting library."""
+    font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1
+    row_h, pad, box = 20, 6, 12
+    items = entries or [(-1, "no defect found")]
+    rows: list[list[tuple[int, str, int]]] = [[]]
+    x = pad
+    for c, label in items:
+        w = box + 4 + cv2.getTextSize(label, font, scale, thick)[0][0] + 2 * pad
+        if rows[-1] and x + w > width:
+            rows.append([])
+            x = pad
+        rows[-1].append((c, label, x))
+        x += w
+    band = np.full((row_h * len(rows) + 4, width, 3), 255, np.uint8)
+    for r, row in enumerate(rows):
+        y = 2 + r * row_h
+        for c, label, x0 in row:
+            tx = x0
+            if c >= 0:
+                cv2.rectangle(band, (x0, y + 4), (x0 + box, y + 4 + box), color_of(c), -1)
+                tx = x0 + box + 4
+            cv2.putText(band, label, (tx, y + 15), font, scale, (30, 30, 30), thick,
+                        cv2.LINE_AA)
+    return band

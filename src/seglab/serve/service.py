@@ -158,7 +158,7 @@ class Service:
         return self.store.add(kind="defects", batch=batch, model=model.name, filename=filename,
                               image=image, verdict=result["defective"],
                               score=result["defect_score"], result=result,
-                              files={"overlay": overlay(image, pred.masks)})
+                              files={"overlay": overlay(image, pred.masks, names=pred.class_names)})
 
     def cut_out(self, model: LoadedModel, image: np.ndarray, filename: str, batch: str,
                 background: tuple[int, int, int] | None = None, soft_edges: bool = False
