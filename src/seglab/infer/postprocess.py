@@ -62,6 +62,8 @@ def explain(probs: np.ndarray, class_probs: np.ndarray | None, masks: np.ndarray
             gate = (f"head {head:.2f} >= {cls_thresholds[c]:.2f}"
                     if head is not None and cls_thresholds[c] > 0 else "head not used")
             out.append(f"{name}: found ({pixels}, minimum {min_areas[c]:,.0f} px; {gate})")
+        elif area == 0:
+            out.append(f"{name}: not found (no pixel at p >= {thresholds[c]:.2f})")
         elif area < min_areas[c]:
             out.append(f"{name}: not found ({pixels}, under the {min_areas[c]:,.0f} px "
                        "minimum)")
