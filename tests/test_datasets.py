@@ -27,24 +27,42 @@ def test_stratified_split_is_seeded_and_covers_every_group():
     assert (2,) not in val_sets  # a single image stays in training
 
 
+def _summary(folder):
+    import csv
+
+    with (folder / "labels_summary.csv").open() as f:
+        return {r["ImageId"]: [int(r[f"has_c{c}"]) for c in range(1, 5)]
+                for r in csv.DictReader(f)}
+
+
 def test_severstal_folder_real_data(shared_data):
     folder = shared_data / "severstal-labelled"
-    labelled = ["002fc4e19.jpg", "0046839bd.jpg", "008ef3d74.jpg", "03db6bbc3.jpg",
-                "002e73b3c.jpg"]
-    ds = SeverstalDataset(folder, ids=labelled)
-    image, mask = ds.load(0)
-    assert image.shape == (256, 1600, 3) and mask.shape == (256, 1600, 4)
+    summary = _summary(folder)
     truth = rle.read_csv(folder / "train_subset.csv")
-    assert mask[..., 0].sum() == rle.decode(truth.rles["002fc4e19.jpg"][1]).sum()
-    assert ds.items[0].classes == (0, 1) and ds.items[4].classes == ()
-    np.testing.assert_array_equal(ds.labels()[:, :], [[1, 1, 0, 0], [0, 0, 1, 0], [1, 1, 0, 0],
-                                                      [0, 0, 1, 1], [0, 0, 0, 0]])
+    ds = SeverstalDataset(folder)  # images whose masks match labels_summary.csv
+    # Kept: exactly the images whose classes with pixel masks are the classes the table
+    # lists; the others show defects that have no masks here, so they are left out.
+    complete = sorted(n for n, has in summary.items()
+                      if [int(c in truth.classes_of(n)) for c in range(1, 5)] == has)
+    assert [it.id for it in ds.items] == complete and len(complete) == 9
+    assert sorted(i for i, _ in ds.excluded) == sorted(set(summary) - set(complete))
+    assert all("labels_summary.csv lists" in why for _, why in ds.excluded)
+    np.testing.assert_array_equal(ds.labels(), [summary[n] for n in complete])
+    first = next(i for i, it in enumerate(ds.items) if it.classes)
+    image, mask = ds.load(first)
+    assert image.shape == (256, 1600, 3) and mask.shape == (256, 1600, 4)
+    name = ds.items[first].id
+    for c in ds.items[first].classes:
+        assert mask[..., c].sum() == rle.decode(truth.rles[name][c + 1]).sum()
     recipe = load_recipe("severstal-unet-r50")
-    ds = SeverstalDataset(folder, ids=labelled, spec=recipe.data, train=True)
-    sample = ds[3]
+    ds = SeverstalDataset(folder, spec=recipe.data, train=True)
+    sample = ds[first]
     assert sample["image"].shape == (3, 128, 800) and sample["mask"].shape == (4, 128, 800)
-    assert sample["labels"].tolist() == [0, 0, 1, 1]
-    assert sample_weights(ds, 2.0).tolist() == [2, 2, 2, 2, 1]
+    assert sample["labels"].tolist() == summary[name]
+    weights = sample_weights(ds, 2.0).tolist()
+    assert weights == [2.0 if any(summary[n]) else 1.0 for n in complete]
+    everything = SeverstalDataset(folder, ids=sorted(summary))  # ids: the caller decides
+    assert len(everything) == 20 and not everything.excluded
 
 
 def test_severstal_combined_layout(tmp_path):

@@ -37,6 +37,8 @@ def evaluate(
     check_task(config, "defects", model)  # a cut-out model is judged by gate-report
     id_list = [s.strip() for s in ids.read_text().splitlines() if s.strip()] if ids else None
     dataset = open_for_model(config, str(data), fmt, id_list)
+    for image, why in getattr(dataset, "excluded", []):
+        typer.secho(f"left out {image}: {why}", fg="yellow", err=True)
     metrics = document(str(folder), dataset, dataset_name=str(data), tune_first=tune,
                        factors=factors, tta=tta, out_dir=str(out or folder / "evaluation"),
                        update_model=tune)

@@ -151,14 +151,19 @@ class SeverstalDataset(SegmentationDataset):
     """Steel strips with masks from a Severstal label CSV (either layout).
 
     Images in the folder that the CSV does not name are defect-free (Kaggle's
-    convention for the split layout). Pass ``ids`` to restrict the set, e.g. to
-    images whose labels are known to be complete.
+    convention for the split layout), unless an image-level table says otherwise:
+    ``presence`` (default: ``labels_summary.csv`` beside the CSV when there is one;
+    columns ``ImageId,has_c1..has_cN``) lists which classes each image shows, and an
+    image whose masks do not match it (a class present but no pixels for it) is left
+    out, named in ``excluded`` with the reason: pixel metrics must not count it as
+    clean. Pass ``ids`` to choose the images yourself (no table is then applied).
     """
 
     def __init__(self, root: str | os.PathLike[str], csv: str | os.PathLike[str] | None = None,
                  class_names: Sequence[str] = ("defect_1", "defect_2", "defect_3", "defect_4"),
                  ids: Sequence[str] | None = None, spec: DataSpec | None = None,
-                 train: bool = False, shape: tuple[int, int] = rle.SEVERSTAL_SHAPE) -> None:
+                 train: bool = False, shape: tuple[int, int] = rle.SEVERSTAL_SHAPE,
+                 presence: str | os.PathLike[str] | None = "auto") -> None:
         root = Path(root)
         image_dir = root / "train_images" if (root / "train_images").is_dir() else root
         csv_path = Path(csv) if csv else _find_csv(root)
@@ -167,6 +172,22 @@ class SeverstalDataset(SegmentationDataset):
             p.name for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         items = [Item(image_dir / n, None,
                       tuple(c - 1 for c in self.labels_csv.classes_of(n))) for n in names]
+        table = root / "labels_summary.csv" if presence == "auto" else presence
+        self.excluded: list[tuple[str, str]] = []
+        if ids is None and table and Path(table).is_file():
+            shown = _presence(Path(table), len(class_names))
+            kept = []
+            for it in items:
+                want = shown.get(it.id)
+                if want is not None and set(want) != set(it.classes):
+                    missing = sorted(set(want) - set(it.classes))
+                    self.excluded.append((it.id, f"{Path(table).name} lists "
+                                          f"{', '.join(class_names[c] for c in missing)} "
+                                          f"but {csv_path.name} has no pixels for "
+                                          f"{'it' if len(missing) == 1 else 'them'}"))
+                else:
+                    kept.append(it)
+            items = kept
         missing = [it.id for it in items if not it.image.exists()]
         if missing:
             raise SeglabError(f"{len(missing)} images named in {csv_path} are not in {image_dir} "
@@ -176,6 +197,20 @@ class SeverstalDataset(SegmentationDataset):
     def load_mask(self, item: Item, shape: tuple[int, int]) -> np.ndarray:
         masks = self.labels_csv.mask(item.id, shape)  # (C, H, W)
         return np.ascontiguousarray(masks.transpose(1, 2, 0))
+
+
+def _presence(path: Path, num_classes: int) -> dict[str, tuple[int, ...]]:
+    """``ImageId,has_c1..has_cN`` (0/1 per class) -> image id -> classes present."""
+    import csv
+
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        return {r["ImageId"]: tuple(c for c in range(num_classes)
+                                    if int(r[f"has_c{c + 1}"])) for r in rows}
+    except (KeyError, ValueError, TypeError) as exc:
+        raise SeglabError(f"{path}: expected columns ImageId,has_c1..has_c{num_classes} "
+                          f"with 0/1 values ({exc})") from None
 
 
 def _find_csv(root: Path) -> Path:
