@@ -229,3 +229,19 @@ def test_cutout_command_has_rembg_doors(tmp_path):
         _, err = watcher.communicate(timeout=30)
     assert (out / "shown" / "new.png").exists(), err
     assert watcher.returncode == 0 and "stopped; results in" in err and "Traceback" not in err
+
+
+def test_every_zoo_card_snippet_runs_as_written_from_another_folder(tmp_path):
+    """A card is portable: no local paths, and its "How to get started" code runs as
+    printed from any folder, on a fresh install."""
+    import re
+
+    for entry in zoo.entries():
+        card = entry.card.read_text(encoding="utf-8")
+        assert "/work/" not in card and "/home/" not in card, entry.name
+        block = re.search(r"## How to get started\s+```python\n(.*?)```", card, re.S)
+        assert block, entry.name
+        run = subprocess.run([sys.executable, "-c", block.group(1)], cwd=tmp_path,
+                             capture_output=True, text=True)
+        assert run.returncode == 0, (entry.name, run.stderr[-2000:])
+        assert run.stdout.strip(), entry.name

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from seglab.models.card import data_label, front_matter
+from seglab.models.card import data_label, front_matter, where_comment
 
 
 def cutout_warnings(report: dict) -> list[str]:
@@ -38,8 +38,11 @@ def cutout_card(config: Any, report: dict, folder_name: str = "model") -> str:
         f"the mask covers {gate.min_area_fraction:.0%}-{gate.max_area_fraction:.0%} of the "
         f"image and confidence >= {gate.min_confidence}; otherwise the original photo is "
         "shown and the reason recorded.", "",
-        "## How to get started", "", "```python", "import seglab", "",
-        f'result = seglab.remove("photo.jpg", model="{folder_name}")',
+        "## How to get started", "", "```python", "import seglab",
+        "from seglab.demo import samples_folder", "",
+        "# a photo shipped with seglab; use your own path instead",
+        'photo = sorted((samples_folder() / "jewellery" / "images").glob("*.jpg"))[0]',
+        f'result = seglab.remove(photo, model="{folder_name}"){where_comment(folder_name)}',
         "print(result.decision.accepted, result.decision.confidence, result.decision.reason)",
         "```", "",
         "## Training data", "",

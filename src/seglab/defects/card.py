@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from seglab.models.card import data_label, front_matter
+from seglab.models.card import data_label, front_matter, where_comment
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -53,9 +53,11 @@ def model_card(config: Any, metrics: dict, factors: list[dict] | None = None,
              "Images from other cameras, materials or lighting than the training data without "
              "re-evaluation (see Factors); safety-critical decisions without a person; "
              "defect types not among the classes.", "",
-             "## How to get started", "", "```python", "import seglab", "",
-             f'predictor = seglab.load_model("{folder_name}")',
-             "prediction = predictor.predict(\"image.jpg\")",
+             "## How to get started", "", "```python", "import numpy as np", "",
+             "import seglab", "",
+             f'predictor = seglab.load_model("{folder_name}"){where_comment(folder_name)}',
+             "image = np.full((256, 256, 3), 128, np.uint8)  # or seglab.read_image(path)",
+             "prediction = predictor.predict(image)",
              "print(prediction.defect_score, prediction.classes_found, prediction.areas)",
              "```", "",
              "## Training data", "",

@@ -30,3 +30,11 @@ def data_label(path: object) -> str:
     if not path or path == "n/a":
         return "n/a"
     return "/".join(PurePath(str(path)).parts[-2:])
+
+
+def where_comment(folder_name: str) -> str:
+    """The snippet's note on where its model comes from: nothing for a zoo name (it
+    works from any folder), else that the name is this card's own folder."""
+    from seglab.models import zoo
+
+    return "" if zoo.is_zoo_name(folder_name) else "  # this card's folder: give its path"
