@@ -326,3 +326,16 @@ def test_empty_charts_say_no_data_yet_without_meaningless_axes():
     assert "no data yet" in bars
     full = chart_svg("hist", [0.2, 0.9, 0.95], title="confidence", xlabel="p").decode()
     assert "no data yet" not in full
+
+
+def test_strip_tiles_take_a_row_and_long_names_do_not_overflow(client):
+    name = "a-very-long-file-name-from-the-line-camera-" + "x" * 60 + ".png"
+    r = client.post("/api/v1/defects", files={"file": (name, _png(_strip((slice(10, 30),
+                                                                        slice(50, 80)))),
+                                                        "image/png")})
+    assert r.status_code == 200, r.text
+    page = client.get("/review?show=all").text
+    assert "strip\" data-item=" in page  # 400x64: a strip tile, which spans the row
+    assert f'class="muted name" title="{name}"' in page
+    css = client.get("/static/seglab.css").text
+    assert ".tile.strip" in css and "text-overflow: ellipsis" in css
