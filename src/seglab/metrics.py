@@ -48,17 +48,23 @@ def dice_from_counts(inter: np.ndarray, pred_area: np.ndarray, truth_area: np.nd
 
 
 def detection_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Precision, recall and F1 of binary image-level decisions (1 = defect present)."""
-    pred = np.asarray(pred, bool)
-    truth = np.asarray(truth, bool)
-    tp = int((pred & truth).sum())
-    fp = int((pred & ~truth).sum())
-    fn = int((~pred & truth).sum())
-    precision = tp / (tp + fp) if tp + fp else (1.0 if not truth.any() else 0.0)
+    """Precision, recall and F1 of binary image-level decisions (1 = defect present).
+
+    Counts from torchmetrics' ``binary_stat_scores``; the empty cases follow the
+    detection convention (no defect anywhere and none claimed: precision 1; nothing
+    to find: recall 1), which torchmetrics' own precision (0 there) does not.
+    """
+    from torchmetrics.functional.classification import binary_stat_scores
+
+    pred_t = torch.as_tensor(np.asarray(pred, bool).ravel(), dtype=torch.long)
+    truth_t = torch.as_tensor(np.asarray(truth, bool).ravel(), dtype=torch.long)
+    tp, fp, tn, fn, _ = (int(v) for v in binary_stat_scores(pred_t, truth_t)) if len(
+        pred_t) else (0, 0, 0, 0, 0)
+    precision = tp / (tp + fp) if tp + fp else (1.0 if not tp + fn else 0.0)
     recall = tp / (tp + fn) if tp + fn else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn,
-            "tn": int((~pred & ~truth).sum())}
+            "tn": tn}
 
 
 def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float | None:

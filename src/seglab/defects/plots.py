@@ -40,17 +40,19 @@ def plot_dice_bars(metrics: dict, path: Path) -> Path:
 
 def plot_pr_curves(class_probs: np.ndarray, truth: np.ndarray, names: Sequence[str],
                    path: Path) -> Path:
-    """Image-level precision-recall curve of each class's defect probability."""
+    """Image-level precision-recall curve of each class's defect probability (torchmetrics)."""
+    import torch
+    from torchmetrics.functional.classification import binary_precision_recall_curve
+
     fig, ax = plt.subplots(figsize=(5, 4))
     for c, name in enumerate(names):
         has = truth[:, c].astype(bool)
         if not has.any() or has.all():
             continue
-        order = np.argsort(-class_probs[:, c], kind="stable")
-        tp = np.cumsum(has[order])
-        precision = tp / np.arange(1, len(order) + 1)
-        recall = tp / has.sum()
-        ax.plot(np.r_[0, recall], np.r_[1, precision], label=name,
+        precision, recall, _ = binary_precision_recall_curve(
+            torch.as_tensor(class_probs[:, c], dtype=torch.float32),
+            torch.as_tensor(has, dtype=torch.long))
+        ax.plot(recall.numpy(), precision.numpy(), label=name,
                 color=np.asarray(color_of(c)) / 255)
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
