@@ -218,3 +218,32 @@ def test_avif_photos_are_read_and_listed(tmp_path):
     out = read_image(tmp_path / "x.avif")
     assert out.shape == (24, 32, 3) and abs(int(out[12, 24, 0]) - 200) < 20
     assert list_images(tmp_path) == [tmp_path / "x.avif"]
+
+
+def header_patched_jpeg(width: int = 6000, height: int = 6000) -> bytes:
+    """A 16x16 JPEG whose frame header claims ``width`` x ``height``: libjpeg fills the
+    missing blocks with grey and only warns, so a lenient reader returns an image."""
+    import struct
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16, 3), np.uint8)).save(
+        buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_a_jpeg_whose_data_ends_before_its_header_says_is_corrupt(tmp_path):
+    with pytest.raises(ImageReadError, match=r"corrupt or truncated JPEG data.*premature end"):
+        read_image(header_patched_jpeg())
+    path = tmp_path / "patched.jpg"
+    path.write_bytes(header_patched_jpeg(64, 64))
+    with pytest.raises(ImageReadError, match=r"patched\.jpg: corrupt or truncated JPEG"):
+        read_image(path)
+    good = io.BytesIO()
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(good, "JPEG")  # greyscale is fine
+    assert read_image(good.getvalue()).shape == (64, 64, 3)
+    cmyk = io.BytesIO()
+    Image.new("CMYK", (32, 32), (0, 50, 100, 0)).save(cmyk, "JPEG")
+    assert read_image(cmyk.getvalue()).shape == (32, 32, 3)

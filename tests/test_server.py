@@ -339,3 +339,21 @@ def test_strip_tiles_take_a_row_and_long_names_do_not_overflow(client):
     assert f'class="muted name" title="{name}"' in page
     css = client.get("/static/seglab.css").text
     assert ".tile.strip" in css and "text-overflow: ellipsis" in css
+
+
+def test_header_patched_jpeg_is_refused_as_corrupt_through_api_and_cli(client, tmp_path):
+    import subprocess
+    import sys
+
+    from test_io import header_patched_jpeg
+
+    r = client.post("/api/v1/defects",
+                    files={"file": ("patched.jpg", header_patched_jpeg(1600, 256), "image/jpeg")})
+    assert r.status_code == 422 and "corrupt or truncated JPEG" in r.json()["detail"], r.text
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "patched.jpg").write_bytes(header_patched_jpeg(1600, 256))
+    run = subprocess.run([sys.executable, "-m", "seglab.cli", "predict", "steel-defects",
+                          str(tmp_path / "in"), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and "corrupt or truncated JPEG" in run.stderr, run.stderr
+    assert "patched.jpg" not in (tmp_path / "out" / "submission.csv").read_text()

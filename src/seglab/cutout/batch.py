@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -85,7 +86,7 @@ def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
     skipped = 0
     try:
         for good in image_batches(paths, batch_size, errors, workers=workers,
-                                  report=bar.write):
+                                  report=lambda line: bar.write(line, file=sys.stderr)):
             cuts = remove_batch(predictor, [img for _, img in good]) if good else []
             rows = []
             for (path, _), cut in zip(good, cuts, strict=True):

@@ -141,6 +141,8 @@ def read_image(
                 )
             if width < 1 or height < 1:
                 raise ImageReadError(label, f"invalid size {width}x{height}")
+            if img.format == "JPEG":
+                _check_jpeg(stream, img.mode, label)
             try:
                 img.load()
                 img = ImageOps.exif_transpose(img)
@@ -152,6 +154,31 @@ def read_image(
     finally:
         if isinstance(source, (str, os.PathLike)):
             stream.close()
+
+
+def _check_jpeg(stream: IO[bytes], pil_mode: str, label: str) -> None:
+    """Refuse a JPEG whose data ends early or contradicts its header.
+
+    libjpeg only *warns* when the entropy-coded data runs out (a header patched to
+    6000x6000 over 16x16 of data) and fills the rest with grey, and Pillow passes the
+    warning by, so such a file would get a verdict. libjpeg-turbo through simplejpeg
+    with ``strict=True`` turns those warnings into errors; decoding at 1/8 scale (DCT
+    scaling) still reads every coefficient, at a small cost.
+    """
+    import simplejpeg
+
+    try:
+        where = stream.tell()
+        stream.seek(0)
+        data = stream.read()
+        stream.seek(where)
+    except (OSError, ValueError):  # an unseekable stream: Pillow's checks alone
+        return
+    space = {"L": "GRAY", "CMYK": "CMYK"}.get(pil_mode, "RGB")
+    try:
+        simplejpeg.decode_jpeg(data, colorspace=space, strict=True, min_factor=8)
+    except ValueError as exc:
+        raise ImageReadError(label, f"corrupt or truncated JPEG data ({exc})") from None
 
 
 def _convert(img: Image.Image, mode: ColorMode, background: tuple[int, int, int]) -> np.ndarray:

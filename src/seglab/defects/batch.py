@@ -4,6 +4,7 @@ submission CSV; resumable, and one bad file is reported and skipped.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ def predict_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]]
     skipped = 0
     try:
         for good in image_batches(paths, batch_size, errors, workers=workers,
-                                  report=bar.write):
+                                  report=lambda line: bar.write(line, file=sys.stderr)):
             preds = predictor.predict_batch([img for _, img in good]) if good else []
             rows = []
             for (path, image), pred in zip(good, preds, strict=True):
