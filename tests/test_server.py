@@ -357,3 +357,24 @@ def test_header_patched_jpeg_is_refused_as_corrupt_through_api_and_cli(client, t
                          capture_output=True, text=True)
     assert run.returncode == 1 and "corrupt or truncated JPEG" in run.stderr, run.stderr
     assert "patched.jpg" not in (tmp_path / "out" / "submission.csv").read_text()
+
+
+def test_odd_requests_get_their_documented_status_and_code(client):
+    """Issue 17 point 6: each answered with its status and {"detail", "code"}."""
+    r = client.get("/api/v1/items?offset=99999999999999999999")
+    assert r.status_code == 422 and r.json()["code"] == "invalid_request", r.text
+    r = client.get("/api/v1/no-such-endpoint")
+    assert r.status_code == 404 and r.json()["code"] == "not_found", r.text
+    r = client.delete("/api/v1/models")
+    assert r.status_code == 405 and r.json()["code"] == "method_not_allowed", r.text
+    long_id = "x" * 5_000  # (the client caps URLs; the server would echo any length)
+    r = client.get(f"/api/v1/items/{long_id}")
+    assert r.status_code == 404 and len(r.text) < 500, len(r.text)  # not echoed in full
+
+    def chunks():
+        for _ in range(20):
+            yield b"\0" * 100_000  # 2 MB against a 0.5 MB limit, no Content-Length
+
+    r = client.post("/api/v1/defects", content=chunks(),
+                    headers={"content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 413 and r.json()["code"] == "too_large", r.text

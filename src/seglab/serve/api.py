@@ -112,7 +112,7 @@ def _api(app: FastAPI, service: Service) -> None:
     def items(request: Request, kind: str | None = None, batch: str | None = None,
               unreviewed: bool = False,
               limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-              offset: Annotated[int, Query(ge=0)] = 0) -> list[dict[str, Any]]:
+              offset: Annotated[int, Query(ge=0, le=2**62)] = 0) -> list[dict[str, Any]]:
         """Processed images, newest first."""
         if kind is not None and kind not in KINDS:
             raise ApiError(400, "bad_kind", f"kind must be one of {', '.join(KINDS)}")
@@ -142,9 +142,10 @@ def _api(app: FastAPI, service: Service) -> None:
         try:
             path = store.file_path(item_id, kind)
         except KeyError:
-            raise ApiError(404, "not_found", f"no file {name!r} for item {item_id!r}") from None
+            raise ApiError(404, "not_found",
+                           f"no file {_short(name)} for item {_short(item_id)}") from None
         if not path.is_file():
-            raise ApiError(404, "not_found", f"no file {name!r} for item {item_id!r}")
+            raise ApiError(404, "not_found", f"no file {_short(name)} for item {_short(item_id)}")
         return FileResponse(path, media_type="image/png",
                             headers={"Cache-Control": "private, max-age=3600"})
 
@@ -153,5 +154,11 @@ def _get(store: Store, item_id: str) -> Item:
     try:
         return store.get(item_id)
     except KeyError:
-        raise ApiError(404, "not_found", f"no item {item_id!r}") from None
+        raise ApiError(404, "not_found", f"no item {_short(item_id)}") from None
 
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """A client-chosen value as an error message quotes it: at most ``limit`` characters,
+    so a 100 KB id is not sent back in full."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"

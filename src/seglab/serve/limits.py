@@ -29,26 +29,35 @@ class UploadLimit:
             await self._refuse(send, int(declared) if declared.isdigit() else None)
             return
         seen = 0
-        started = False
+        started = exceeded = refused = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    exceeded = True
                     raise _TooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
-            nonlocal started
+            # The framework may catch the cut-off itself (FastAPI turns any error while
+            # parsing a form into 400): once the limit is passed, its answer is replaced
+            # by the 413 the client is owed.
+            nonlocal started, refused
+            if exceeded:
+                if not refused and message["type"] == "http.response.start":
+                    refused = True
+                    await self._refuse(send, None)
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, counting_receive, tracking_send)
         except _TooLarge:
-            if not started:
+            if not started and not refused:
                 await self._refuse(send, None)
 
     async def _refuse(self, send: Send, size: int | None) -> None:

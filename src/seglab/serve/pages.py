@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Form, HTTPException, Request, UploadFile
+from fastapi import FastAPI, Form, Request, UploadFile
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from seglab.errors import SeglabError, describe
 from seglab.serve.api import Files, _get
@@ -41,8 +42,10 @@ def _errors(app: FastAPI, templates: Jinja2Templates) -> None:
     async def seglab_error(request: Request, exc: SeglabError) -> Response:
         return reply(request, 400, "bad_request", str(exc))
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
+    # Starlette's own exception, so unknown routes (404) and wrong methods (405), which
+    # the router raises before FastAPI is involved, get the same {"detail", "code"}.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         codes = {404: "not_found", 405: "method_not_allowed"}
         return reply(request, exc.status_code, codes.get(exc.status_code, "error"),
                      str(exc.detail))
