@@ -241,7 +241,7 @@ def test_pages_render_and_forms_work(client):
                                                                          slice(0, 9)))))),
                                        ("files", ("bad.png", b"nope"))],
                     follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"].startswith("http")
+    assert r.status_code == 303 and r.headers["location"].startswith("/batch/")
     page = client.get(r.headers["location"])
     assert "defective" in page.text and "bad.png" in page.text and "HTTP 415" in page.text
     item_id = client.get("/api/v1/items").json()[0]["id"]
@@ -378,3 +378,17 @@ def test_odd_requests_get_their_documented_status_and_code(client):
     r = client.post("/api/v1/defects", content=chunks(),
                     headers={"content-type": "multipart/form-data; boundary=x"})
     assert r.status_code == 413 and r.json()["code"] == "too_large", r.text
+
+
+def test_a_forged_host_header_is_never_reflected(client):
+    evil = {"host": "evil.example"}
+    r = client.post("/api/v1/defects", headers=evil,
+                    files={"file": ("s.png", _png(_strip()), "image/png")})
+    assert r.status_code == 200 and "evil.example" not in r.text
+    assert r.json()["overlay_url"].startswith("/files/")
+    r = client.post("/defects", headers=evil,
+                    files=[("files", ("s.png", _png(_strip()), "image/png"))],
+                    follow_redirects=False)
+    assert r.status_code == 303 and "evil.example" not in r.headers["location"]
+    page = client.get("/", headers=evil).text
+    assert "evil.example" not in page

@@ -23,9 +23,10 @@ class ReviewIn(BaseModel):
 def item_json(item: Item, request: Request) -> dict[str, Any]:
     files = ("original", "overlay") if item.kind == "defects" else (
         "original", "mask", "cutout", "shown")
-    urls = {f"{f}_url": str(request.url_for("item_file", item_id=item.id, name=f"{f}.png"))
+    # Relative URLs: the Host header is the client's to forge, so no link is built from it.
+    urls = {f"{f}_url": request.app.url_path_for("item_file", item_id=item.id, name=f"{f}.png")
             for f in files}
-    out = {**item.as_dict(), **urls, "page_url": str(request.url_for("item_page",
+    out = {**item.as_dict(), **urls, "page_url": str(request.app.url_path_for("item_page",
                                                                      item_id=item.id))}
     result = out.pop("result")
     return {**out, **result}

@@ -106,7 +106,7 @@ def _pages(app: FastAPI, service: Service, templates: Jinja2Templates) -> None:
             return page(request, "batch.html", task=task, items=[], errors=errors,
                         batch=batch)
         service.remember_errors(batch, errors)
-        return RedirectResponse(str(request.url_for("batch_page", batch=batch)),
+        return RedirectResponse(request.app.url_path_for("batch_page", batch=batch),
                                 status_code=303)
 
     @app.get("/batch/{batch}", response_class=HTMLResponse, include_in_schema=False,
