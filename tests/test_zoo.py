@@ -133,6 +133,7 @@ def test_pack_releases_a_named_fp16_folder_with_figures(tmp_path):
     config = modelfolder.read_config(out)
     assert config.name == "my-model" and config.display_name == "my-model"
     assert config.metrics["zoo"] == {"heldout_mean_iou": 0.5}
+    assert not config.training["data"].startswith("/")  # no path of the training machine
     assert (out / "evaluation" / "plot.png").read_bytes() == b"png"
     assert not (out / "model.onnx").exists()  # exports are redone where the model runs
     released = sum(f.stat().st_size for f in out.glob("*.safetensors"))

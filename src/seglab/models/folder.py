@@ -223,7 +223,12 @@ def pack(source: str | os.PathLike[str], target: str | os.PathLike[str], *, name
     metrics = dict(config.metrics)
     if figures is not None:
         metrics["zoo"] = figures
-    config = config.model_copy(update={"name": name, "metrics": metrics})
+    from seglab.models.card import data_label
+
+    # A released folder is read on other machines: the training data is named by its
+    # last path parts, not the absolute path of the machine that trained it.
+    training = {**config.training, "data": data_label(config.training.get("data"))}
+    config = config.model_copy(update={"name": name, "metrics": metrics, "training": training})
     skip = {CONFIG, WEIGHTS, INDEX, "backends.json"}
     extra = {str(p.relative_to(src)): p.read_bytes() for p in sorted(src.rglob("*"))
              if p.is_file() and p.name not in skip and p.suffix not in _RUN_ONLY
