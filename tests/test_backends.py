@@ -262,3 +262,40 @@ def test_export_refuses_a_backend_that_changes_a_decision(model_dir, tmp_path, m
                         lambda name, net, folder, **kw: Flip(real_open(name, net, folder, **kw)))
     with pytest.raises(ExportError, match=r"[1-9][0-9]* decision\(s\) differ"):
         exporting.export(copy, samples=samples, formats=["onnx"])
+
+
+def test_auto_decides_speed_on_this_cpu_and_caches_the_choice(model_dir, tmp_path, monkeypatch):
+    """Accuracy is the model's (backends.json), speed the machine's: timings taken on
+    another CPU are not trusted; the passing backends are timed here once and cached."""
+    import shutil
+
+    folder = shutil.copytree(model_dir[0], tmp_path / "m")
+    record = exporting.export(folder, samples=exporting.sample_inputs(folder, model_dir[1]),
+                              formats=["onnx"])
+    assert record.timed_on == runtimes.cpu_signature() and record.backends["onnx"]["passed"]
+    monkeypatch.setenv("SEGLAB_CACHE", str(tmp_path / "cache"))
+    calls: list[str] = []
+
+    def fake_timing(backend, batch, **_):  # here, ONNX is ten times faster than PyTorch
+        calls.append(backend.name)
+        return 0.001 if backend.name == "onnx" else 0.010
+
+    monkeypatch.setattr(runtimes, "time_backend", fake_timing)
+    here = runtimes.timings_here(folder)
+    assert here["source"] == "export" and not calls  # same CPU: the export's timings
+    data = json.loads((folder / "backends.json").read_text())
+    data["timed_on"] = "Some Other CPU | avx512f avx512_bf16 amx_bf16 | 56 threads"
+    data["backends"]["torch"]["ms_per_image"] = 1.0  # there, PyTorch looked fastest
+    data["backends"]["onnx"]["ms_per_image"] = 1000.0
+    (folder / "backends.json").write_text(json.dumps(data))
+    assert runtimes.choose(folder) == "onnx"  # re-decided on this CPU
+    assert sorted(calls) == ["onnx", "torch"]
+    assert runtimes.timings_here(folder)["source"] == "cache"
+    assert load_model(folder, backend="auto").backend.name == "onnx"
+    assert sorted(calls) == ["onnx", "torch"]  # the cached choice, no second timing
+    from typer.testing import CliRunner
+
+    from seglab.cli import app
+
+    out = CliRunner().invoke(app, ["backends", str(folder)]).output
+    assert "Some Other CPU" in out and "auto picks onnx (speeds from: cache)" in out

@@ -61,7 +61,38 @@ def export(
         typer.echo(f"{name:13s} {verdict:8s} {detail}")
     from seglab.infer.runtimes import choose
 
-    typer.echo(f"backend=auto will use: {choose(model)}; results in {model}/backends.json")
+    typer.echo(f"timed on {record.timed_on}; backend=auto will use: {choose(model)} here "
+               f"(on another CPU it times the passing backends again: seglab backends "
+               f"MODEL); results in {model}/backends.json")
+
+
+@app.command()
+@_friendly
+def backends(
+    model: Annotated[str, typer.Argument(help="Model folder or zoo name (`seglab models`).")],
+    retime: Annotated[bool, typer.Option(help="Time the passing backends here again.")]
+    = False,
+) -> None:
+    """Show which backends passed the export check and what `auto` picks on this CPU."""
+    from seglab.infer.runtimes import read_checks, timings_here
+    from seglab.models import zoo
+
+    folder = zoo.resolve(model)
+    record = read_checks(folder)
+    if not record:
+        typer.echo(f"{model} was never exported: auto runs PyTorch fp32 (seglab export "
+                   f"{model} checks the faster runtimes)")
+        return
+    typer.echo(f"export check on {record.get('timed_on') or 'an unrecorded CPU'}:")
+    for name, r in record.get("backends", {}).items():
+        verdict = "passed" if r.get("passed") else f"refused ({r.get('refused_because', '')})"
+        ms = f"{r['ms_per_image']:.1f} ms/image there" if "ms_per_image" in r else ""
+        typer.echo(f"  {name:13s} {verdict} {ms}")
+    here = timings_here(folder, record, retime=retime)
+    typer.echo(f"this CPU: {here['cpu']}")
+    for name, ms in here["ms_per_image"].items():
+        typer.echo(f"  {name:13s} {ms:.1f} ms/image here" if ms is not None else f"  {name}")
+    typer.echo(f"auto picks {here['choice']} (speeds from: {here['source']})")
 
 
 @app.command()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import os
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,11 +21,12 @@ from seglab.infer.runtimes import (
     INT8_FILE,
     ONNX_FILE,
     OV_INT8_FILE,
-    Backend,
     TorchBackend,
     available,
+    cpu_signature,
     open_backend,
     sigmoid,
+    time_backend,
 )
 from seglab.metrics import agreement
 from seglab.results import Result
@@ -37,20 +37,6 @@ EXPORTS = ("onnx", "openvino", "openvino-bf16", "torch-bf16", "onnx-int8", "open
 TIMING_SECONDS = 1.0
 """Export times each backend for at least this long: ``auto`` picks by these medians, and
 on 2 cores a three-call median still mis-ordered backends 5% apart."""
-
-
-def time_backend(backend: Backend, batch: np.ndarray, repeats: int = 3,
-                 warmup: int = 1, min_seconds: float = 0.0) -> float:
-    """Median seconds per call after warm-up (first calls build kernels and caches)."""
-    for _ in range(warmup):
-        backend(batch)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < repeats or time.perf_counter() - start < min_seconds:
-        t = time.perf_counter()
-        backend(batch)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 class ExportRecord(Result):
@@ -66,6 +52,9 @@ class ExportRecord(Result):
     max_prob_diff: float
     torch: str
     threads: int
+    timed_on: str = ""
+    """The CPU the speeds were measured on (``runtimes.cpu_signature``); ``auto`` trusts
+    them only on a CPU with the same signature and times the backends itself elsewhere."""
     recipe: str | None
     backends: dict[str, dict[str, Any]]
 
@@ -161,6 +150,7 @@ def export(model_dir: str | os.PathLike[str], *,
                           calibration_samples=len(calibration), heldout_samples=held,
                           threshold=threshold, min_dice=min_dice, max_prob_diff=max_prob_diff,
                           torch=torch.__version__, threads=torch.get_num_threads(),
+                          timed_on=cpu_signature(),
                           recipe=config.recipe, backends=results)
     write_text_atomic(folder / BACKENDS_FILE, record.to_json())
     return record

@@ -186,7 +186,7 @@ def load_model(path: str | os.PathLike[str], device: str = "cpu", backend: str =
     net, config = modelfolder.load_net(folder)
     check_task(config, task, str(path))
     record = runtimes.read_checks(folder)
-    name = runtimes.choose(folder, backend, record) if device == "cpu" else backend
+    name = runtimes.choose(folder, backend, record, net) if device == "cpu" else backend
     name = name if name != "auto" else "torch"
     runner = runtimes.open_backend(name, net, folder, device)
     exported = record.get("input_shape") if name in runtimes.FILES else None

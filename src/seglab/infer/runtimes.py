@@ -150,19 +150,125 @@ def read_checks(folder: Path) -> dict[str, Any]:
         raise SeglabError(f"{path} is not valid JSON ({exc}); run seglab export again") from None
 
 
-def choose(folder: Path, requested: str = "auto", record: dict[str, Any] | None = None
-           ) -> str:
-    """``requested`` if named; for ``auto`` the fastest backend that passed ``export``'s check.
+def time_backend(backend: Backend, batch: np.ndarray, repeats: int = 3,
+                 warmup: int = 1, min_seconds: float = 0.0) -> float:
+    """Median seconds per call after warm-up (first calls build kernels and caches)."""
+    import time
 
-    A model folder that was never exported runs on the reference (PyTorch fp32).
-    ``record`` is ``backends.json`` when the caller has read it already.
+    for _ in range(warmup):
+        backend(batch)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats or time.perf_counter() - start < min_seconds:
+        t = time.perf_counter()
+        backend(batch)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+# CPU features that change which backend is fastest (bf16 and int8 kernels); the
+# rest of /proc/cpuinfo's flags do not, so they stay out of the signature.
+_FEATURES = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16",
+             "amx_int8", "amx_tile")
+
+
+def cpu_signature() -> str:
+    """This CPU as far as backend speed goes: model name, the features that matter and
+    the threads inference uses. Speed measured under another signature is not trusted."""
+    import platform
+
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name == (platform.processor()
+                                                         or platform.machine()):
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    features = " ".join(f for f in _FEATURES if f in flags) or "no-simd-flags"
+    return f"{name} | {features} | {torch.get_num_threads()} threads"
+
+
+def _cache_file(folder: Path, record: dict[str, Any]) -> Path:
+    """Where this machine's timings of one exported model are kept: per user, outside the
+    model folder (the zoo may sit in a read-only site-packages), keyed by the folder and
+    the export it timed, so a re-export is re-timed."""
+    import hashlib
+
+    from seglab import __version__
+
+    root = Path(os.environ.get("SEGLAB_CACHE") or Path.home() / ".cache" / "seglab")
+    key = hashlib.sha256(json.dumps([str(folder.resolve()), record, __version__],
+                                    sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return root / "backend-timings" / f"{key}.json"
+
+
+def choose(folder: Path, requested: str = "auto", record: dict[str, Any] | None = None,
+           net: torch.nn.Module | None = None) -> str:
+    """``requested`` if named; for ``auto`` the fastest backend that passed ``export``'s
+    check, on *this* CPU.
+
+    Accuracy belongs to the model (``backends.json``); speed belongs to the machine. The
+    export's timings are used only when they were taken on a CPU with the same
+    signature (:func:`cpu_signature`); otherwise the passing backends are timed here
+    once, briefly, and the result is cached per CPU signature and seglab version
+    (:func:`timings_here`). A model folder never exported runs on PyTorch fp32.
     """
     if requested != "auto":
         return requested
-    checks = (read_checks(folder) if record is None else record).get("backends", {})
-    passed = [(c["ms_per_image"], name) for name, c in checks.items()
-              if c.get("passed") and available(name)]
-    return min(passed)[1] if passed else "torch"
+    return timings_here(folder, record, net)["choice"]
+
+
+def timings_here(folder: Path, record: dict[str, Any] | None = None,
+                 net: torch.nn.Module | None = None, retime: bool = False) -> dict[str, Any]:
+    """What ``auto`` decides on this machine and why: ``choice``, ``source`` ("export",
+    "cache", "timed here" or "not exported"), ``ms_per_image`` per passing backend."""
+    record = read_checks(folder) if record is None else record
+    checks = record.get("backends", {})
+    passed = [name for name, c in checks.items() if c.get("passed") and available(name)]
+    here = cpu_signature()
+    if len(passed) < 2:
+        return {"choice": passed[0] if passed else "torch", "cpu": here,
+                "source": "export" if passed else "not exported",
+                "ms_per_image": {n: checks[n].get("ms_per_image") for n in passed}}
+    if record.get("timed_on") == here and not retime:
+        ms = {n: checks[n]["ms_per_image"] for n in passed}
+        return {"choice": min(ms, key=ms.__getitem__), "cpu": here, "source": "export",
+                "ms_per_image": ms}
+    cache = _cache_file(folder, record)
+    if cache.is_file() and not retime:
+        try:
+            known = json.loads(cache.read_text(encoding="utf-8"))
+            if known.get("cpu") == here and set(known["ms_per_image"]) == set(passed):
+                return {**known, "source": "cache"}
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass  # a damaged cache is re-timed, never trusted
+    if net is None:
+        from seglab.models.folder import load_net
+
+        net = load_net(folder)[0]
+    shape = [1, *record.get("input_shape", [3, 256, 256])]
+    batch = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    ms = {n: round(1000 * time_backend(open_backend(n, net, folder), batch,
+                                       min_seconds=TIMING_SECONDS), 3) for n in passed}
+    result = {"choice": min(ms, key=ms.__getitem__), "cpu": here, "source": "timed here",
+              "ms_per_image": ms}
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(result, indent=1), encoding="utf-8")
+        os.replace(tmp, cache)
+    except OSError:  # no writable cache: time again next load, still correct
+        pass
+    return result
+
+
+TIMING_SECONDS = 0.5
+"""Least seconds each backend runs when ``auto`` times it on a new CPU (a few calls)."""
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
