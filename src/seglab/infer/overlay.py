@@ -52,8 +52,9 @@ def overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.45,
 def _legend(width: int, entries: list[tuple[int, str]]) -> np.ndarray:
     """Rows of colour swatch + label on white, wrapped to ``width``; drawn with OpenCV's
     Hershey font so inference needs no font files or plotting library."""
-    font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1
-    row_h, pad, box = 20, 6, 12
+    grow = max(1.0, width / 800)  # readable when a 1600 px strip is shown page-wide
+    font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.45 * grow, max(1, round(grow))
+    row_h, pad, box = round(20 * grow), round(6 * grow), round(12 * grow)
     items = entries or [(-1, "no defect found")]
     rows: list[list[tuple[int, str, int]]] = [[]]
     x = pad
@@ -70,8 +71,9 @@ def _legend(width: int, entries: list[tuple[int, str]]) -> np.ndarray:
         for c, label, x0 in row:
             tx = x0
             if c >= 0:
-                cv2.rectangle(band, (x0, y + 4), (x0 + box, y + 4 + box), color_of(c), -1)
+                top = y + round(4 * grow)
+                cv2.rectangle(band, (x0, top), (x0 + box, top + box), color_of(c), -1)
                 tx = x0 + box + 4
-            cv2.putText(band, label, (tx, y + 15), font, scale, (30, 30, 30), thick,
+            cv2.putText(band, label, (tx, y + round(15 * grow)), font, scale, (30, 30, 30), thick,
                         cv2.LINE_AA)
     return band
