@@ -105,9 +105,9 @@ def remove(image: Any, model: Predictor | str | os.PathLike[str] | None = None, 
     from PIL import Image
 
     if isinstance(image, Image.Image):
-        buf = io.BytesIO()
-        image.save(buf, format="PNG")  # through read_image: one decoding path, modes handled
-        cut = remove_batch(predictor, [read_image(buf.getvalue(), name="PIL image")])[0]
+        from seglab.data.images import from_pil
+
+        cut = remove_batch(predictor, [from_pil(image)])[0]
         shown = Image.fromarray(_shown_array(cut, only_mask, bgcolor, soft_edges))
         shown.info[DECISION_KEY] = json.dumps(cut.decision.as_dict())
         return shown

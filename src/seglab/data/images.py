@@ -149,11 +149,17 @@ def read_image(
             except (OSError, SyntaxError, ValueError) as exc:
                 # Pillow reports truncation and corrupt streams as OSError/SyntaxError.
                 raise ImageReadError(label, f"corrupt or truncated image data ({exc})") from None
-            img = _normalise_mode(img)
-            return _convert(img, mode, background)
+            return from_pil(img, mode, background)
     finally:
         if isinstance(source, (str, os.PathLike)):
             stream.close()
+
+
+def from_pil(img: Image.Image, mode: ColorMode = "RGB",
+             background: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """A decoded PIL image as :func:`read_image` returns it (every mode mapped, alpha
+    composited onto ``background`` for RGB), without encoding it to a file first."""
+    return _convert(_normalise_mode(img), mode, background)
 
 
 def _check_jpeg(stream: IO[bytes], pil_mode: str, label: str) -> None:

@@ -166,6 +166,10 @@ def time_backend(backend: Backend, batch: np.ndarray, repeats: int = 3,
     return float(np.median(times))
 
 
+TIMING_SECONDS = 0.5
+"""Least seconds each backend runs when ``auto`` times it on a new CPU (a few calls)."""
+
+
 # CPU features that change which backend is fastest (bf16 and int8 kernels); the
 # rest of /proc/cpuinfo's flags do not, so they stay out of the signature.
 _FEATURES = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16",
@@ -177,18 +181,15 @@ def cpu_signature() -> str:
     the threads inference uses. Speed measured under another signature is not trusted."""
     import platform
 
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+    fields: dict[str, str] = {}
+    try:  # the first processor's lines: every core of one machine is the same model
+        for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and name == (platform.processor()
-                                                         or platform.machine()):
-                name = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
+            fields[key.strip()] = value.strip()
     except OSError:
         pass
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
     features = " ".join(f for f in _FEATURES if f in flags) or "no-simd-flags"
     return f"{name} | {features} | {torch.get_num_threads()} threads"
 
@@ -265,10 +266,6 @@ def timings_here(folder: Path, record: dict[str, Any] | None = None,
     except OSError:  # no writable cache: time again next load, still correct
         pass
     return result
-
-
-TIMING_SECONDS = 0.5
-"""Least seconds each backend runs when ``auto`` times it on a new CPU (a few calls)."""
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
