@@ -153,6 +153,9 @@ class LossSpec(Strict):
     bce: Annotated[float, Field(ge=0)] = 1.0
     dice: Annotated[float, Field(ge=0)] = 0.0
     focal: Annotated[float, Field(ge=0)] = 0.0
+    lovasz: Annotated[float, Field(ge=0)] = 0.0
+    """Weight of the Lovasz hinge (smp), a surrogate of IoU itself: the usual last stage
+    after BCE when the target metric is IoU (Berman et al., 2018)."""
     pos_weight: list[Annotated[float, Field(gt=0)]] | None = None
     aux: Annotated[float, Field(ge=0)] = 0.4
     """Weight of the image-level classification loss when the model has an aux head."""
@@ -172,8 +175,12 @@ class TrainSpec(Strict):
     """``bf16-mixed`` autocasts to bfloat16 (fast on CPUs with AMX/AVX-512 BF16)."""
     channels_last: bool = True
     """Channels-last tensors: faster convolutions on CPU with oneDNN."""
+    monitor: Literal["auto", "dice", "dice_gated", "iou"] = "auto"
+    """Validation metric that keeps the best checkpoint: mean Dice over image x class
+    pairs, the same gated by the image-level head, or IoU pooled over every pixel (the
+    segmentation benchmarks' mIoU). ``auto``: gated Dice with a head, else Dice."""
     early_stopping_patience: Annotated[int, Field(ge=0)] = 0
-    """Epochs without a better validation mean Dice before stopping; 0 disables."""
+    """Epochs without a better validation score (``monitor``) before stopping; 0 disables."""
     num_workers: Annotated[int, Field(ge=0, le=64)] = 0
     val_every_n_epochs: Annotated[int, Field(ge=1)] = 1
     seed: int = 42

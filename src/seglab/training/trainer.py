@@ -43,13 +43,18 @@ from seglab.recipes import Recipe
 
 MONITOR = "val_mean_dice"
 GATED = "val_mean_dice_gated"
+IOU = "val_mean_iou"
 
 
 def monitor_of(recipe: Recipe) -> str:
-    """The metric that picks the best checkpoint: validation mean Dice of the pipeline as
-    deployed, i.e. gated by the image-level head when the model has one (raw pixel
-    thresholding scores false alarms on defect-free images, which the gate removes)."""
-    return GATED if recipe.model.aux_head else MONITOR
+    """The metric that picks the best checkpoint (``train.monitor``). ``auto`` is the
+    validation mean Dice of the pipeline as deployed, i.e. gated by the image-level head
+    when the model has one (raw pixel thresholding scores false alarms on defect-free
+    images, which the gate removes)."""
+    choice = recipe.train.monitor
+    if choice == "auto":
+        return GATED if recipe.model.aux_head else MONITOR
+    return {"dice": MONITOR, "dice_gated": GATED, "iou": IOU}[choice]
 
 
 class Segmenter(L.LightningModule):
@@ -68,6 +73,8 @@ class Segmenter(L.LightningModule):
         self.register_buffer("pos_weight", torch.tensor(pos, dtype=torch.float32).view(n, 1, 1))
         self.dice_loss = smp.losses.DiceLoss("multilabel", from_logits=True) if spec.dice else None
         self.focal_loss = smp.losses.FocalLoss("multilabel") if spec.focal else None
+        self.lovasz_loss = (smp.losses.LovaszLoss("multilabel", per_image=False)
+                            if spec.lovasz else None)
         self._val: list[torch.Tensor] = []
         self.thresholds = torch.tensor(per_class(recipe.postprocess.threshold, n),
                                        dtype=torch.float32)
@@ -106,6 +113,8 @@ class Segmenter(L.LightningModule):
             parts["dice"] = spec.dice * self.dice_loss(logits.float(), mask)
         if self.focal_loss is not None:
             parts["focal"] = spec.focal * self.focal_loss(logits.float(), mask)
+        if self.lovasz_loss is not None:
+            parts["lovasz"] = spec.lovasz * self.lovasz_loss(logits.float(), mask)
         if self.recipe.model.aux_head and spec.aux:
             parts["aux"] = spec.aux * F.binary_cross_entropy_with_logits(
                 cls_logits.float(), batch["labels"])
@@ -127,20 +136,29 @@ class Segmenter(L.LightningModule):
         probs = torch.sigmoid(logits.float())
         pred = probs >= self.thresholds.to(probs.device).view(1, -1, 1, 1)
         gate = (torch.sigmoid(cls_logits.float()) >= 0.5)[..., None, None]
+        truth = batch["mask"] > 0.5
         self._val.append(torch.stack([dice_pairs(pred, batch["mask"]).to(probs.device),
                                       dice_pairs(pred & gate, batch["mask"]).to(probs.device),
                                       dice_pairs(pred, batch["mask"], smooth=1.0).to(probs.device),
-                                      (batch["mask"].flatten(2).amax(2) > 0).float()]))
+                                      (batch["mask"].flatten(2).amax(2) > 0).float(),
+                                      (pred & truth).flatten(2).sum(2).float(),
+                                      (pred | truth).flatten(2).sum(2).float()]))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val:
             return
-        local = torch.cat(self._val, dim=1)  # (4, N, C): dice, gated, smoothed, truth
+        # (6, N, C): dice, gated, smoothed, truth present, intersection, union
+        local = torch.cat(self._val, dim=1)
         self._val.clear()
         stacked = self.all_gather(local)
-        if stacked.dim() == 4:  # (world, 4, N, C) under DDP
+        if stacked.dim() == 4:  # (world, 6, N, C) under DDP
             stacked = stacked.permute(1, 0, 2, 3).flatten(1, 2)
         dice, gated, smooth, present = stacked[0], stacked[1], stacked[2], stacked[3].bool()
+        # Pooled over every pixel of the split, ungated, at the recipe's thresholds.
+        inter, union = stacked[4].sum(0), stacked[5].sum(0)
+        iou = inter[union > 0] / union[union > 0]
+        self.log(IOU, iou.mean() if iou.numel() else torch.tensor(0.0), prog_bar=True,
+                 rank_zero_only=True)
         self.log(MONITOR, dice.mean(), prog_bar=True, rank_zero_only=True)
         self.log(GATED, gated.mean(), prog_bar=True, rank_zero_only=True)
         self.log("val_dice_smoothed", smooth.mean(), rank_zero_only=True)
