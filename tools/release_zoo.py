@@ -190,7 +190,7 @@ def release_defects(model: Path, data: Path, work: Path) -> tuple[dict, str]:
         "Trained from scratch (no ImageNet weights) on:", "",
         *[f"- {s}" for s in sources(data)], "",
     ])
-    (work / "metrics.json").write_text(json.dumps(tuned, indent=2, default=str))
+    (work / "metrics.json").write_text(tuned.to_json())
     return figures, card
 
 

@@ -20,7 +20,7 @@ from seglab.recipes import GateSpec
 
 if TYPE_CHECKING:
     from seglab.data.datasets import SegmentationDataset
-from seglab.results import Result
+from seglab.results import FileError, Result
 
 
 class CutoutSummary(Result):
@@ -30,7 +30,7 @@ class CutoutSummary(Result):
     model: str
     images: int
     accepted: int
-    errors: list[dict[str, Any]]
+    errors: list[FileError]
     gate: dict[str, Any]
     results: str = "results.jsonl"
 
@@ -81,7 +81,8 @@ def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
     stems = names if names is not None else output_names(every)
     review = review and not mask_only
     paths = log.pending(every)
-    errors, kept = [], []
+    errors: list[FileError] = []
+    kept = []
     bar = progress_bar(total=len(paths), desc="cutout", unit="img", disable=not progress)
     skipped = 0
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+from pydantic import BaseModel
 
 
 def output_names(paths: Sequence[Path]) -> dict[Path, str]:
@@ -135,6 +136,8 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def _json_default(value: Any) -> Any:
+    if isinstance(value, BaseModel):  # typed results, as their JSON files
+        return value.model_dump(mode="json")
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):

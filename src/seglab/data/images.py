@@ -20,6 +20,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from seglab.data.files import write_bytes_atomic
 from seglab.errors import ImageReadError, SeglabError
+from seglab.results import FileError
 
 # A truncated file must fail loudly, never decode into a half-grey image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -277,19 +278,19 @@ def iter_images(paths: Iterable[Path], workers: int = 0, prefetch: int = 16
             yield pending.popleft().result()
 
 
-def image_batches(paths: Sequence[Path], batch_size: int, errors: list[dict], *,
+def image_batches(paths: Sequence[Path], batch_size: int, errors: list[FileError], *,
                   workers: int = 0, report: Callable[[str], None] = print
                   ) -> Iterator[list[tuple[Path, np.ndarray]]]:
     """Batches of decoded ``(path, image)`` for batch jobs; unreadable files go to ``errors``.
 
-    Each bad file is appended as ``{"image", "error"}`` and reported, and the batch
+    Each bad file is appended as a ``FileError`` and reported, and the batch
     goes on without it (a batch may come out shorter, or empty).
     """
     for chunk in batched(iter_images(paths, workers=workers, prefetch=4 * batch_size),
                          batch_size):
         for path, _, err in chunk:
             if err is not None:
-                errors.append({"image": str(path), "error": err})
+                errors.append(FileError(image=str(path), error=err))
                 report(f"skipped: {err}")
         yield [(path, img) for path, img, _ in chunk if img is not None]
 

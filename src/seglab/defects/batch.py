@@ -7,10 +7,9 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from seglab.infer.predictor import Predictor
-from seglab.results import Result
+from seglab.results import FileError, Result
 
 
 class PredictSummary(Result):
@@ -20,7 +19,7 @@ class PredictSummary(Result):
     model: str
     images: int
     defective: int
-    errors: list[dict[str, Any]]
+    errors: list[FileError]
     results: str = "summary.jsonl"
 
 
@@ -53,7 +52,7 @@ def predict_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]]
     every = list_images(*inputs)
     stems = output_names(every)
     paths = log.pending(every)
-    errors: list[dict] = []
+    errors: list[FileError] = []
     bar = progress_bar(total=len(paths), desc="predict", unit="img", disable=not progress)
     skipped = 0
     try:

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from seglab.models.card import data_label, front_matter, where_comment
+from seglab.results import DefectMetrics, FactorRow
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -18,12 +19,12 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def model_card(config: Any, metrics: dict, factors: list[dict] | None = None,
+def model_card(config: Any, metrics: DefectMetrics, factors: list[FactorRow] | None = None,
                folder_name: str = "model") -> str:
     """The model's README.md: Hugging Face metadata plus Mitchell et al.'s sections."""
     tr = config.training
     names = config.model.classes
-    eval_name = metrics.get("dataset", "validation split")
+    eval_name = metrics.get("dataset") or "validation split"
     head = front_matter(
         config.display_name, ["segmentation", "unet", "segmentation-models-pytorch",
                               config.task], eval_name, config.recipe,

@@ -21,6 +21,7 @@ from seglab.infer.predictor import Predictor
 from seglab.metrics import detection_scores, dice_from_counts, dice_pairs, roc_auc
 from seglab.progress import bar as progress_bar
 from seglab.recipes import PostprocessSpec, TuneSpec
+from seglab.results import ClassMetrics, ClassTuning, DefectMetrics, Detection, FactorRow
 
 if TYPE_CHECKING:
     import albumentations as A
@@ -100,7 +101,8 @@ def collect(predictor: Predictor, dataset: SegmentationDataset, grid: TuneSpec |
         pixels=np.asarray(rows["pixels"]), skipped=skipped)
 
 
-def tune(col: Collected, grid: TuneSpec, base: PostprocessSpec) -> tuple[PostprocessSpec, dict]:
+def tune(col: Collected, grid: TuneSpec, base: PostprocessSpec
+         ) -> tuple[PostprocessSpec, dict[str, ClassTuning]]:
     """Choose per class the threshold, minimum area and classifier threshold maximising mean Dice.
 
     Classes are independent under the competition metric (a mean over image x
@@ -112,7 +114,10 @@ def tune(col: Collected, grid: TuneSpec, base: PostprocessSpec) -> tuple[Postpro
     t_idx = [int(np.argmin(np.abs(col.thresholds - t))) for t in grid.thresholds]
     areas = np.asarray(sorted(set(grid.min_areas)), dtype=np.float64)
     ks = np.asarray(sorted(set(grid.classifier_thresholds)), dtype=np.float64)
-    best_t, best_a, best_k, report = [], [], [], {}
+    best_t: list[float] = []
+    best_a: list[int] = []
+    best_k: list[float] = []
+    report: dict[str, ClassTuning] = {}
     for c in range(num_classes):
         g = col.truth_area[:, c].astype(np.float64)  # (N,)
         pa = col.pred_area[t_idx, :, c].astype(np.float64)  # (T, N)
@@ -127,17 +132,16 @@ def tune(col: Collected, grid: TuneSpec, base: PostprocessSpec) -> tuple[Postpro
         best_t.append(float(col.thresholds[t_idx[ti]]))
         best_a.append(int(areas[ai]))
         best_k.append(float(ks[ki]))
-        report[col.class_names[c]] = {
-            "threshold": best_t[-1], "min_area": best_a[-1], "classifier_threshold": best_k[-1],
-            "mean_dice": round(float(score[ti, ai, ki]), 5),
-            "mean_dice_untuned": round(float(col.dice[:, c].mean()), 5),
-        }
+        report[col.class_names[c]] = ClassTuning(
+            threshold=best_t[-1], min_area=best_a[-1], classifier_threshold=best_k[-1],
+            mean_dice=round(float(score[ti, ai, ki]), 5),
+            mean_dice_untuned=round(float(col.dice[:, c].mean()), 5))
     tuned = base.model_copy(update={"threshold": best_t, "min_area": best_a,
                                     "classifier_threshold": best_k})
     return tuned, report
 
 
-def score(col: Collected, spec: PostprocessSpec | None = None) -> dict:
+def score(col: Collected, spec: PostprocessSpec | None = None) -> DefectMetrics:
     """Every metric the model card and ``metrics.json`` report.
 
     With ``spec`` the masks are re-scored from the counts (no cleaning); without
@@ -150,39 +154,33 @@ def score(col: Collected, spec: PostprocessSpec | None = None) -> dict:
     truth_present = col.truth_area > 0
     names = col.class_names
     cls_thresholds = per_class(spec.classifier_threshold if spec else 0.5, len(names))
+    iou = pooled_iou(col, spec) if spec is not None else {}
     per_class_out = {}
     for c, name in enumerate(names):
         has = truth_present[:, c]
-        det = detection_scores(present[:, c], has)
-        clf = detection_scores(col.class_probs[:, c] >= cls_thresholds[c], has)
-        clf["roc_auc"] = roc_auc(col.class_probs[:, c], has)
-        per_class_out[name] = {
-            "dice": float(dice[:, c].mean()),
-            "dice_defective": float(dice[has, c].mean()) if has.any() else None,
-            "images_with_class": int(has.sum()),
-            "detection": det, "classifier": clf,
-        }
+        per_class_out[name] = ClassMetrics(
+            dice=float(dice[:, c].mean()),
+            dice_defective=float(dice[has, c].mean()) if has.any() else None,
+            images_with_class=int(has.sum()),
+            detection=Detection(**detection_scores(present[:, c], has)),
+            classifier=Detection(**detection_scores(col.class_probs[:, c] >= cls_thresholds[c],
+                                                    has),
+                                 roc_auc=roc_auc(col.class_probs[:, c], has)),
+            iou=iou.get(name))
     any_truth = truth_present.any(axis=1)
-    any_score = col.class_probs.max(axis=1)
-    any_pred = present.any(axis=1)
-    image_level = detection_scores(any_pred, any_truth)
-    image_level["roc_auc"] = roc_auc(any_score, any_truth)
-    iou = pooled_iou(col, spec) if spec is not None else {}
-    for name, value in iou.items():
-        per_class_out[name]["iou"] = value
     known = [v for v in iou.values() if v is not None]
-    return {
-        "images": len(col.ids),
-        "pairs": int(dice.size),
-        "mean_iou": float(np.mean(known)) if known else None,
-        "mean_dice": float(dice.mean()),
-        "mean_dice_defective": float(dice[truth_present].mean()) if truth_present.any() else None,
-        "all_empty_mean_dice": float((~truth_present).mean()),
-        "defective_images": int(any_truth.sum()),
-        "per_class": per_class_out,
-        "defect_vs_no_defect": image_level,
-        "skipped": col.skipped,
-    }
+    return DefectMetrics(
+        images=len(col.ids),
+        pairs=int(dice.size),
+        mean_iou=float(np.mean(known)) if known else None,
+        mean_dice=float(dice.mean()),
+        mean_dice_defective=float(dice[truth_present].mean()) if truth_present.any() else None,
+        all_empty_mean_dice=float((~truth_present).mean()),
+        defective_images=int(any_truth.sum()),
+        per_class=per_class_out,
+        defect_vs_no_defect=Detection(**detection_scores(present.any(axis=1), any_truth),
+                                      roc_auc=roc_auc(col.class_probs.max(axis=1), any_truth)),
+        skipped=col.skipped)
 
 
 def pooled_iou(col: Collected, spec: PostprocessSpec) -> dict[str, float | None]:
@@ -241,7 +239,7 @@ def worst_images(predictor: Predictor, dataset: SegmentationDataset, col: Collec
 
 
 def measure_factors(predictor: Predictor, dataset: SegmentationDataset, spec: PostprocessSpec,
-                    progress: bool = True) -> list[dict]:
+                    progress: bool = True) -> list[FactorRow]:
     """Re-measure the metric under each controlled change of lighting, angle, distance, camera."""
     from seglab.defects.plots import factor_transforms
 
@@ -255,8 +253,8 @@ def measure_factors(predictor: Predictor, dataset: SegmentationDataset, spec: Po
 
             col = collect(predictor, dataset, progress=False, transform=apply)
             m = score(col, spec)
-            rows.append({"factor": factor, "change": change, "mean_dice": m["mean_dice"],
-                         "mean_dice_defective": m["mean_dice_defective"]})
+            rows.append(FactorRow(factor=factor, change=change, mean_dice=m.mean_dice,
+                                  mean_dice_defective=m.mean_dice_defective))
             if progress:
                 print(f"  factor {factor:12s} {change:20s} mean Dice {m['mean_dice']:.4f}")
     return rows
@@ -279,7 +277,7 @@ def open_for_model(config: modelfolder.ModelConfig, root: str, fmt: str | None =
 def document(model_dir: str, dataset: SegmentationDataset, *, dataset_name: str,
              tune_first: bool = True, factors: bool = True, tta: bool = False,
              progress: bool = True, out_dir: str | None = None,
-             update_model: bool = True) -> dict:
+             update_model: bool = True) -> DefectMetrics:
     """Tune (optionally), evaluate and plot; with ``update_model`` also rewrite the model card.
 
     Writes ``metrics.json``, ``dice_per_class.png``, ``pr_curves.png``,
@@ -303,19 +301,16 @@ def document(model_dir: str, dataset: SegmentationDataset, *, dataset_name: str,
     config = predictor.config
     col = collect(predictor, dataset, progress=progress)
     untuned = score(col)
-    tuning: dict = {}
+    tuning: dict[str, ClassTuning] = {}
     if tune_first:
         spec, tuning = tune(col, config.tune, config.postprocess)
         config.postprocess = spec
         predictor.config = config
-    metrics = score(col, config.postprocess)
-    metrics["dataset"] = dataset_name
-    metrics["tta"] = tta
-    metrics["untuned_mean_dice"] = untuned["mean_dice"]
-    metrics["tuning"] = tuning
     factor_rows = measure_factors(predictor, dataset, config.postprocess, progress) \
         if factors else []
-    metrics["factors"] = factor_rows
+    metrics = score(col, config.postprocess).model_copy(update={
+        "dataset": dataset_name, "tta": tta, "untuned_mean_dice": untuned.mean_dice,
+        "tuning": tuning, "factors": factor_rows})
     names = config.class_names
     plot_dice_bars(metrics, out / "dice_per_class.png")
     plot_pr_curves(col.class_probs, col.truth_area > 0, names, out / "pr_curves.png")
@@ -333,7 +328,7 @@ def document(model_dir: str, dataset: SegmentationDataset, *, dataset_name: str,
     return metrics
 
 
-def summary_line(metrics: dict) -> str:
+def summary_line(metrics: DefectMetrics) -> str:
     """A defect evaluation in one line for a terminal."""
     return (f"mean Dice {metrics['mean_dice']:.4f} (all-empty "
             f"{metrics['all_empty_mean_dice']:.4f}), Dice on defective pairs "

@@ -157,7 +157,13 @@ def read_config(folder: str | os.PathLike[str]) -> ModelConfig:
 
 
 def read_weights(path: Path) -> dict:
-    """The state dict of a model folder, from one file or from shards named by the index."""
+    """The state dict of a model folder, from one file or from shards named by the index.
+
+    Read by hand (safetensors per file) rather than with huggingface_hub's
+    ``load_torch_model``: that loads into the network directly, and with
+    ``strict=False`` it accepts tensors of the wrong shape with only a warning
+    ("All keys matched"), where a model folder that does not match its config must be
+    refused with what differs (``load_net``)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
