@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import time
 
 import numpy as np
@@ -51,6 +52,13 @@ def _model(tmp_path, recipe_name, overrides):
 
 TINY = {"model": {"encoder": "resnet18", "encoder_depth": 3, "decoder_channels": [8, 8, 4]},
         "data": {"input_size": [64, 64]}}
+
+
+def _csrf(client, path="/defects"):
+    """The CSRF token a page's forms carry (every form post needs it)."""
+    found = re.search(r'name="csrf" value="([^"]+)"', client.get(path).text)
+    assert found, "the page has no CSRF field"
+    return found.group(1)
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +248,7 @@ def test_pages_render_and_forms_work(client):
     r = client.post("/defects", files=[("files", ("s1.png", _png(_strip((slice(0, 9),
                                                                          slice(0, 9)))))),
                                        ("files", ("bad.png", b"nope"))],
-                    follow_redirects=False)
+                    data={"csrf": _csrf(client)}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].startswith("/batch/")
     page = client.get(r.headers["location"])
     assert "defective" in page.text and "bad.png" in page.text and "HTTP 415" in page.text
@@ -248,7 +256,8 @@ def test_pages_render_and_forms_work(client):
     detail = client.get(f"/items/{item_id}")
     assert "legend" in detail.text and "is defect" not in detail.text
     assert "highest image-level probability 1.00" in detail.text and "decided by" in detail.text
-    r = client.post(f"/review/{item_id}", data={"verdict": "true", "back": "//evil.example"},
+    r = client.post(f"/review/{item_id}", data={"verdict": "true", "back": "//evil.example",
+                                                "csrf": _csrf(client)},
                     follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/review"
     assert "confirmed the model" in client.get(f"/items/{item_id}").text
@@ -388,7 +397,7 @@ def test_a_forged_host_header_is_never_reflected(client):
     assert r.json()["overlay_url"].startswith("/files/")
     r = client.post("/defects", headers=evil,
                     files=[("files", ("s.png", _png(_strip()), "image/png"))],
-                    follow_redirects=False)
+                    data={"csrf": _csrf(client)}, follow_redirects=False)
     assert r.status_code == 303 and "evil.example" not in r.headers["location"]
     page = client.get("/", headers=evil).text
     assert "evil.example" not in page

@@ -110,6 +110,9 @@ def serve(
     config: Annotated[Path | None, typer.Option(help="YAML file of server limits.")] = None,
     max_upload_mb: Annotated[float | None, typer.Option(help="Largest request body.")] = None,
     max_concurrent: Annotated[int | None, typer.Option(help="Inferences at once.")] = None,
+    auth: Annotated[str | None, typer.Option(
+        help="Sign-in and API keys: auto (on unless on loopback), on, or off (loopback "
+             "only).")] = None,
 ) -> None:
     """Run the web service: JSON API under /api/v1, pages for people at /."""
     from seglab.models import zoo
@@ -121,7 +124,8 @@ def serve(
     if not models:
         raise SeglabError("no model to serve: name model folders, or install seglab with its zoo")
     overrides = {k: v for k, v in {"max_upload_mb": max_upload_mb,
-                                   "max_concurrent": max_concurrent}.items() if v is not None}
+                                   "max_concurrent": max_concurrent,
+                                   "auth": auth}.items() if v is not None}
     spec = load_server_spec(config, overrides)
     typer.echo(f"seglab serving {len(models)} model(s) on http://{host}:{port}/ "
                f"(API docs at /docs, data in {data_dir})")

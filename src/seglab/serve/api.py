@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel
 
 from seglab import __version__
+from seglab.serve.access import Reviewer, need
 from seglab.serve.service import ApiError, Service
 from seglab.serve.store import KINDS, Item, Store, new_id
 
@@ -16,8 +17,8 @@ from seglab.serve.store import KINDS, Item, Store, new_id
 class ReviewIn(BaseModel):
     verdict: bool
     """Defect check: defective. Cut-out: show the cut-out (accepted)."""
-    reviewer: str = ""
     note: str = ""
+    """The reviewer recorded is the identity of the key that sent the decision."""
 
 
 def item_json(item: Item, request: Request) -> dict[str, Any]:
@@ -32,6 +33,10 @@ def item_json(item: Item, request: Request) -> dict[str, Any]:
     return {**out, **result}
 
 
+VIEWER = [Depends(need("viewer"))]
+OPERATOR = [Depends(need("operator"))]
+"""Route guards by role (``serve.access``): reading needs a viewer, uploading an operator."""
+
 Files = Annotated[list[UploadFile], File(description="Image files (JPEG, PNG, ...)")]
 
 
@@ -44,12 +49,12 @@ def _api(app: FastAPI, service: Service) -> None:
         store.ping()
         return {"status": "ok", "version": __version__, "models": list(service.models)}
 
-    @app.get("/api/v1/models", tags=["service"])
+    @app.get("/api/v1/models", dependencies=VIEWER, tags=["service"])
     def models() -> list[dict[str, Any]]:
         """Loaded models with the measured metrics from their model cards."""
         return [m.as_dict() for m in service.models.values()]
 
-    @app.post("/api/v1/defects", tags=["defects"])
+    @app.post("/api/v1/defects", dependencies=OPERATOR, tags=["defects"])
     async def defects(request: Request, file: Annotated[UploadFile, File()],
                       model: str | None = None) -> dict[str, Any]:
         """One strip -> defective yes/no with score, classes with area and RLE, overlay link."""
@@ -60,7 +65,7 @@ def _api(app: FastAPI, service: Service) -> None:
             raise ApiError(e["status"], e["code"], e["detail"])
         return item_json(items[0], request)
 
-    @app.post("/api/v1/defects/batch", tags=["defects"])
+    @app.post("/api/v1/defects/batch", dependencies=OPERATOR, tags=["defects"])
     async def defects_batch(request: Request, files: Files, model: str | None = None
                             ) -> dict[str, Any]:
         """Several strips; each bad file is listed in ``errors`` and the rest are processed."""
@@ -70,7 +75,7 @@ def _api(app: FastAPI, service: Service) -> None:
         return {"batch": batch, "results": [item_json(i, request) for i in items],
                 "errors": errors}
 
-    @app.post("/api/v1/cutout", tags=["cutout"], response_model=None)
+    @app.post("/api/v1/cutout", dependencies=OPERATOR, tags=["cutout"], response_model=None)
     async def cutout(request: Request, file: Annotated[UploadFile, File()],
                      model: str | None = None,
                      format: Annotated[str, Query(pattern="^(json|png)$")] = "json",
@@ -95,7 +100,7 @@ def _api(app: FastAPI, service: Service) -> None:
                                          "X-Seglab-Item": item.id})
         return item_json(item, request)
 
-    @app.post("/api/v1/cutout/batch", tags=["cutout"])
+    @app.post("/api/v1/cutout/batch", dependencies=OPERATOR, tags=["cutout"])
     async def cutout_batch(request: Request, files: Files, model: str | None = None,
                            background: str | None = None, soft_edges: bool = False
                            ) -> dict[str, Any]:
@@ -109,7 +114,7 @@ def _api(app: FastAPI, service: Service) -> None:
         return {"batch": batch, "results": [item_json(i, request) for i in items],
                 "errors": errors}
 
-    @app.get("/api/v1/items", tags=["review"])
+    @app.get("/api/v1/items", dependencies=VIEWER, tags=["review"])
     def items(request: Request, kind: str | None = None, batch: str | None = None,
               unreviewed: bool = False,
               limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -120,23 +125,26 @@ def _api(app: FastAPI, service: Service) -> None:
         return [item_json(i, request) for i in store.items(
             kind=kind, batch=batch, unreviewed=unreviewed, limit=limit, offset=offset)]
 
-    @app.get("/api/v1/items/{item_id}", tags=["review"])
+    @app.get("/api/v1/items/{item_id}", dependencies=VIEWER, tags=["review"])
     def item(request: Request, item_id: str) -> dict[str, Any]:
         return item_json(_get(store, item_id), request)
 
     @app.post("/api/v1/items/{item_id}/review", tags=["review"])
-    def review(request: Request, item_id: str, body: ReviewIn) -> dict[str, Any]:
-        """A person's decision: confirm the model's verdict or override it."""
+    def review(request: Request, item_id: str, body: ReviewIn,
+               who: Reviewer) -> dict[str, Any]:
+        """A person's decision: confirm the model's verdict or override it. Recorded
+        with the key's user and the time, beside every earlier decision (none is
+        overwritten)."""
         _get(store, item_id)
-        return item_json(store.review(item_id, body.verdict, reviewer=body.reviewer,
+        return item_json(store.review(item_id, body.verdict, reviewer=who.name,
                                       note=body.note), request)
 
-    @app.get("/api/v1/stats", tags=["review"])
+    @app.get("/api/v1/stats", dependencies=VIEWER, tags=["review"])
     def stats() -> dict[str, Any]:
         """Counts and distributions over everything processed."""
         return store.stats()
 
-    @app.get("/files/{item_id}/{name}", name="item_file", tags=["files"])
+    @app.get("/files/{item_id}/{name}", dependencies=VIEWER, name="item_file", tags=["files"])
     def item_file(item_id: str, name: str) -> FileResponse:
         """An item's image; only seglab's own file names exist here."""
         kind = name.removesuffix(".png")

@@ -4,7 +4,7 @@ like recipes: an unknown key or a bad value is one clear error."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -28,6 +28,10 @@ class ServerSpec(Strict):
     formats: list[str] = Field(default_factory=lambda: ["JPEG", "PNG", "WEBP", "AVIF", "BMP",
                                                         "TIFF"])
     """Accepted image types, recognised by content (Pillow format names)."""
+    auth: Literal["auto", "on", "off"] = "auto"
+    """Sign-in and API keys (``seglab users``/``seglab keys``). ``auto``: on unless the
+    service listens on loopback only; ``off`` (open development mode) is refused on any
+    other address."""
 
 
 def load_server_spec(path: str | Path | None = None, overrides: dict | None = None

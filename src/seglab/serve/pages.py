@@ -15,7 +15,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from seglab.errors import SeglabError, describe
-from seglab.serve.api import Files, _get
+from seglab.serve.access import (
+    Operator,
+    Reviewer,
+    check_csrf,
+    identity,
+    local_path,
+    sign_in_redirect,
+)
+from seglab.serve.api import OPERATOR, VIEWER, Files, _get
 from seglab.serve.service import ApiError, Service, log
 from seglab.serve.store import KINDS, new_id
 
@@ -36,6 +44,8 @@ def _errors(app: FastAPI, templates: Jinja2Templates) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
+        if exc.status == 401 and _wants_html(request):
+            return sign_in_redirect(request)
         return reply(request, exc.status, exc.code, exc.message)
 
     @app.exception_handler(SeglabError)
@@ -69,32 +79,41 @@ def _pages(app: FastAPI, service: Service, templates: Jinja2Templates) -> None:
     store = service.store
 
     def page(request: Request, name: str, **context: Any) -> HTMLResponse:
+        who = getattr(request.state, "identity", None) or identity(request)
         return templates.TemplateResponse(request, name, {
-            "models": list(service.models.values()), **context})
+            "models": list(service.models.values()), "identity": who,
+            "csrf": who.csrf if who else "", **context})
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/", dependencies=VIEWER, response_class=HTMLResponse,
+             include_in_schema=False)
     def home(request: Request) -> HTMLResponse:
         return page(request, "index.html", stats=store.stats(),
                     model_info=[m.as_dict() for m in service.models.values()])
 
-    @app.get("/defects", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/defects", dependencies=OPERATOR, response_class=HTMLResponse,
+             include_in_schema=False)
     def defects_page(request: Request) -> HTMLResponse:
         return page(request, "upload.html", task="defects", title="Defect check",
                     recent=store.items(kind="defects", limit=12))
 
-    @app.get("/cutout", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/cutout", dependencies=OPERATOR, response_class=HTMLResponse,
+             include_in_schema=False)
     def cutout_page(request: Request) -> HTMLResponse:
         return page(request, "upload.html", task="cutout", title="Background removal",
                     recent=store.items(kind="cutout", limit=12))
 
     @app.post("/defects", include_in_schema=False)
-    async def defects_form(request: Request, files: Files, model: Annotated[str, Form()] = ""
-                           ) -> Response:
+    async def defects_form(request: Request, files: Files, who: Operator,
+                           model: Annotated[str, Form()] = "",
+                           csrf: Annotated[str, Form(max_length=200)] = "") -> Response:
+        check_csrf(who, csrf)
         return await _upload(request, "defects", files, model)
 
     @app.post("/cutout", include_in_schema=False)
-    async def cutout_form(request: Request, files: Files, model: Annotated[str, Form()] = ""
-                          ) -> Response:
+    async def cutout_form(request: Request, files: Files, who: Operator,
+                          model: Annotated[str, Form()] = "",
+                          csrf: Annotated[str, Form(max_length=200)] = "") -> Response:
+        check_csrf(who, csrf)
         return await _upload(request, "cutout", files, model)
 
     async def _upload(request: Request, task: str, files: list[UploadFile], model: str
@@ -109,8 +128,8 @@ def _pages(app: FastAPI, service: Service, templates: Jinja2Templates) -> None:
         return RedirectResponse(request.app.url_path_for("batch_page", batch=batch),
                                 status_code=303)
 
-    @app.get("/batch/{batch}", response_class=HTMLResponse, include_in_schema=False,
-             name="batch_page")
+    @app.get("/batch/{batch}", dependencies=VIEWER, response_class=HTMLResponse,
+             include_in_schema=False, name="batch_page")
     def batch_page(request: Request, batch: str) -> HTMLResponse:
         items = store.items(batch=batch, limit=1000)
         if not items:
@@ -119,8 +138,8 @@ def _pages(app: FastAPI, service: Service, templates: Jinja2Templates) -> None:
         return page(request, "batch.html", task=items[0].kind, items=items[::-1],
                     errors=errors, batch=batch)
 
-    @app.get("/items/{item_id}", response_class=HTMLResponse, include_in_schema=False,
-             name="item_page")
+    @app.get("/items/{item_id}", dependencies=VIEWER, response_class=HTMLResponse,
+             include_in_schema=False, name="item_page")
     def item_page(request: Request, item_id: str) -> HTMLResponse:
         item = _get(store, item_id)
         model = service.models.get(item.model)
@@ -130,7 +149,8 @@ def _pages(app: FastAPI, service: Service, templates: Jinja2Templates) -> None:
                   for c in item.result.get("classes", [])]
         return page(request, "item.html", item=item, legend=legend, model=model)
 
-    @app.get("/review", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/review", dependencies=VIEWER, response_class=HTMLResponse,
+             include_in_schema=False)
     def review_page(request: Request, kind: str | None = None, show: str = "pending"
                     ) -> HTMLResponse:
         if kind not in (None, "", *KINDS):
@@ -140,21 +160,22 @@ def _pages(app: FastAPI, service: Service, templates: Jinja2Templates) -> None:
 
     @app.post("/review/{item_id}", include_in_schema=False)
     def review_form(request: Request, item_id: str, verdict: Annotated[str, Form()],
-                    note: Annotated[str, Form()] = "", back: Annotated[str, Form()] = "/review"
-                    ) -> RedirectResponse:
+                    who: Reviewer,
+                    note: Annotated[str, Form()] = "", back: Annotated[str, Form()] = "/review",
+                    csrf: Annotated[str, Form(max_length=200)] = "") -> RedirectResponse:
+        check_csrf(who, csrf)
         if verdict not in ("true", "false"):
             raise ApiError(422, "invalid_request", "verdict must be true or false")
         _get(store, item_id)
-        store.review(item_id, verdict == "true", reviewer="web", note=note)
-        # Only local paths: a form field must never redirect a reviewer off the site.
-        target = back if back.startswith("/") and not back.startswith("//") else "/review"
-        return RedirectResponse(target, status_code=303)
+        store.review(item_id, verdict == "true", reviewer=who.name, note=note)
+        return RedirectResponse(local_path(back, "/review"), status_code=303)
 
-    @app.get("/stats", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/stats", dependencies=VIEWER, response_class=HTMLResponse,
+             include_in_schema=False)
     def stats_page(request: Request) -> HTMLResponse:
         return page(request, "stats.html", stats=store.stats())
 
-    @app.get("/charts/{name}.svg", include_in_schema=False)
+    @app.get("/charts/{name}.svg", dependencies=VIEWER, include_in_schema=False)
     async def chart(name: str) -> Response:
         from seglab.serve.charts import chart_svg
 

@@ -106,6 +106,40 @@ class Review(Base):
                 "note": self.note, "created": self.created.isoformat()}
 
 
+class User(Base):
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password: Mapped[str] = mapped_column(String(200), default="")
+    """``scrypt$n$r$p$salt$hash`` (hex), or empty: this user signs in with keys only."""
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    """The public part of the key (``sk_<id>_<secret>``), shown in listings."""
+    user: Mapped[str] = mapped_column(ForeignKey("users.name"), index=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    """SHA-256 of the secret part; the secret itself is shown once and never stored."""
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    revoked: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_used: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class SignIn(Base):
+    __tablename__ = "sessions"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """SHA-256 of the cookie's token."""
+    user: Mapped[str] = mapped_column(ForeignKey("users.name"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    expires: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 
