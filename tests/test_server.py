@@ -301,16 +301,22 @@ def test_upload_limit_refuses_before_reading_the_whole_body():
     assert json.loads(sent[1]["body"])["code"] == "too_large"
 
 
+def _nap(seconds, job):
+    """Work for ``Service.run``: sleep, then stop if the job was cancelled meanwhile."""
+    time.sleep(seconds)
+    job.check()
+
+
 def test_inference_slots_queue_then_time_out(tmp_path):
     service = Service([], Store(tmp_path), ServerSpec(max_concurrent=1, queue_timeout_s=0.2))
 
     async def both():
-        slow = asyncio.create_task(service.run(time.sleep, 0.6))
+        slow = asyncio.create_task(service.run(_nap, 0.6))
         await asyncio.sleep(0.05)
         with pytest.raises(ApiError) as refused:
-            await service.run(time.sleep, 0)
+            await service.run(_nap, 0)
         await slow
-        await service.run(time.sleep, 0)  # the slot is free again
+        await service.run(_nap, 0)  # the slot is free again
         return refused.value
 
     err = asyncio.run(both())

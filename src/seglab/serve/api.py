@@ -59,7 +59,7 @@ def _api(app: FastAPI, service: Service) -> None:
                       model: str | None = None) -> dict[str, Any]:
         """One strip -> defective yes/no with score, classes with area and RLE, overlay link."""
         items, errors = await service.process("defects", service.model_for("defects", model),
-                                              [file], new_id())
+                                              [file], new_id(), request)
         if errors:
             e = errors[0]
             raise ApiError(e["status"], e["code"], e["detail"])
@@ -71,7 +71,7 @@ def _api(app: FastAPI, service: Service) -> None:
         """Several strips; each bad file is listed in ``errors`` and the rest are processed."""
         batch = new_id()
         items, errors = await service.process("defects", service.model_for("defects", model),
-                                              files, batch)
+                                              files, batch, request)
         return {"batch": batch, "results": [item_json(i, request) for i in items],
                 "errors": errors}
 
@@ -86,7 +86,7 @@ def _api(app: FastAPI, service: Service) -> None:
         from seglab.cutout.remove import parse_colour
 
         items, errors = await service.process(
-            "cutout", service.model_for("cutout", model), [file], new_id(),
+            "cutout", service.model_for("cutout", model), [file], new_id(), request,
             background=parse_colour(background), soft_edges=soft_edges)
         if errors:
             e = errors[0]
@@ -109,7 +109,7 @@ def _api(app: FastAPI, service: Service) -> None:
 
         batch = new_id()
         items, errors = await service.process(
-            "cutout", service.model_for("cutout", model), files, batch,
+            "cutout", service.model_for("cutout", model), files, batch, request,
             background=parse_colour(background), soft_edges=soft_edges)
         return {"batch": batch, "results": [item_json(i, request) for i in items],
                 "errors": errors}

@@ -19,6 +19,16 @@ class ServerSpec(Strict):
     """Requests with a larger body are refused (413) before they are read."""
     max_pixels: Annotated[int, Field(ge=1)] = 40_000_000
     """Images with more pixels are refused (413): a decompression-bomb guard."""
+    max_side: Annotated[int, Field(ge=16)] = 10_000
+    """Images wider or taller than this are refused (413), whatever their pixel count."""
+    max_aspect: Annotated[float, Field(ge=1)] = 16.0
+    """Longest side over shortest side: a 1x100000 strip costs far more than its pixels
+    (a steel strip of 1600x256 is 6.25)."""
+    max_model_pixels: Annotated[int, Field(ge=1)] = 4_000_000
+    """A model without a fixed input size runs at the image's own size: larger images are
+    refused (413) rather than run at any size that arrives."""
+    request_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    """Per file: past this, its work is cancelled, nothing is stored and the reply is 504."""
     max_files: Annotated[int, Field(ge=1, le=10_000)] = 32
     """Files in one batch request."""
     max_concurrent: Annotated[int, Field(ge=1, le=256)] = 2

@@ -120,7 +120,7 @@ def _pages(app: FastAPI, service: Service, templates: Jinja2Templates) -> None:
                       ) -> Response:
         batch = new_id()
         items, errors = await service.process(task, service.model_for(task, model or None),
-                                              files, batch)
+                                              files, batch, request)
         if not items:
             return page(request, "batch.html", task=task, items=[], errors=errors,
                         batch=batch)

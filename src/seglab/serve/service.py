@@ -4,16 +4,20 @@ the store, and the errors both doors report.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import io
 import logging
+import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from fastapi import UploadFile
+from fastapi import Request, UploadFile
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from seglab.data import rle
@@ -39,6 +43,50 @@ class ApiError(Exception):
         self.status = status
         self.code = code
         self.message = message
+
+
+class Cancelled(Exception):
+    """A request's work stopped between stages: its deadline passed or its client left."""
+
+
+class Job:
+    """One file's work in a worker thread, cancellable between stages (decode, model,
+    post-processing, storing). PyTorch cannot be interrupted inside a forward pass, so
+    the stages are the points of cancellation; the store's insert is guarded so that a
+    cancelled job stores nothing and a stored one is never answered as cancelled."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reason: str | None = None
+        self.committed = False
+
+    def check(self) -> None:
+        if self.reason:
+            raise Cancelled(self.reason)
+
+    @contextlib.contextmanager
+    def commit(self) -> Iterator[None]:
+        with self._lock:
+            self.check()
+            yield
+            self.committed = True
+
+    def cancel(self, reason: str) -> bool:
+        """Cancel unless the result is already stored; ``True`` when cancelled."""
+        with self._lock:
+            if self.committed:
+                return False
+            self.reason = self.reason or reason
+            return True
+
+
+async def _watch(request: Request, job: Job) -> None:
+    """Cancel the job when its client closes the connection."""
+    while True:
+        await asyncio.sleep(0.2)
+        if await request.is_disconnected():
+            job.cancel("the client closed the connection")
+            return
 
 
 @dataclass
@@ -117,34 +165,92 @@ class Service:
         raise ApiError(404, "no_model", f"no {task} model is loaded: start seglab serve with "
                                         f"a {task} model folder")
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn`` in a worker thread once an inference slot is free (else 503)."""
+    async def run(self, fn: Callable[..., T], *args: Any, request: Request | None = None,
+                  started: float | None = None) -> T:
+        """Run ``fn(*args, job=job)`` in a worker thread once an inference slot is free (else
+        503), within the request's deadline (else 504, nothing stored); a client that
+        disconnects cancels it. The slot is held until the thread really ends, so the
+        work running at once, and its memory, stay bounded even for abandoned requests."""
+        loop = asyncio.get_running_loop()
+        deadline = (started or loop.time()) + self.spec.request_timeout_s
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.spec.max_concurrent)
+        wait = min(self.spec.queue_timeout_s, max(0.0, deadline - loop.time()))
         try:
-            await asyncio.wait_for(self._slots.acquire(), timeout=self.spec.queue_timeout_s)
+            await asyncio.wait_for(self._slots.acquire(), timeout=wait)
         except TimeoutError:
             raise ApiError(503, "busy", f"all {self.spec.max_concurrent} inference slots stayed "
-                                        f"busy for {self.spec.queue_timeout_s:g} s; retry later"
-                           ) from None
+                                        f"busy for {wait:.3g} s; retry later") from None
+        job = Job()
+        slots = self._slots
+
+        def done(f: asyncio.Future) -> None:
+            slots.release()
+            if not f.cancelled():
+                f.exception()  # retrieved: an abandoned job's error is not "never retrieved"
+
+        if request is not None and await request.is_disconnected():
+            slots.release()
+            raise ApiError(499, "client_closed", "the client closed the connection")
+        work = asyncio.ensure_future(run_in_threadpool(fn, *args, job=job))
+        work.add_done_callback(done)
+        watch = asyncio.ensure_future(_watch(request, job)) if request is not None else None
         try:
-            return await run_in_threadpool(fn, *args)
+            return await asyncio.wait_for(asyncio.shield(work),
+                                          timeout=max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            if job.cancel("deadline"):
+                log.warning("request over its %g s deadline: cancelled, nothing stored",
+                            self.spec.request_timeout_s)
+                raise ApiError(504, "deadline_exceeded", f"the work took longer than "
+                               f"{self.spec.request_timeout_s:g} s; it was cancelled and "
+                               "nothing was stored") from None
+            return await work  # stored just before the deadline: answer with it
+        except Cancelled as exc:
+            raise ApiError(499, "client_closed", str(exc)) from None
+        except asyncio.CancelledError:
+            job.cancel("the request was cancelled")
+            raise
         finally:
-            self._slots.release()
+            if watch is not None:
+                watch.cancel()
 
     def decode(self, data: bytes, filename: str) -> np.ndarray:
+        """The upload as RGB, refused from its header when its sides are out of bounds."""
+        size = None
+        with contextlib.suppress(Exception):  # unreadable headers: read_image says why
+            size = Image.open(io.BytesIO(data)).size
+        if size is not None:
+            width, height = size
+            side, short = max(width, height), max(1, min(width, height))
+            if side > self.spec.max_side or side / short > self.spec.max_aspect:
+                raise ApiError(413, "too_large", f"{width}x{height} is out of bounds: at most "
+                               f"{self.spec.max_side} px a side and an aspect ratio of "
+                               f"{self.spec.max_aspect:g}")
         try:
             return read_image(data, name=filename or "upload", max_pixels=self.spec.max_pixels,
                               formats=self.spec.formats)
         except ImageReadError as exc:
             raise ApiError(READ_ERROR_STATUS.get(exc.kind, 422), exc.kind, str(exc)) from None
 
-    def check_defects(self, model: LoadedModel, image: np.ndarray, filename: str, batch: str
-                      ) -> Item:
+    def check_size(self, model: LoadedModel, image: np.ndarray) -> None:
+        """A model without a fixed input size runs at the image's size: bound it."""
+        pixels = image.shape[0] * image.shape[1]
+        if model.predictor.input_size is None and pixels > self.spec.max_model_pixels:
+            raise ApiError(413, "too_large", f"{image.shape[1]}x{image.shape[0]} is "
+                           f"{pixels / 1e6:.1f} Mpx; {model.name} runs at each image's own "
+                           f"size and this service takes at most "
+                           f"{self.spec.max_model_pixels / 1e6:.1f} Mpx for it")
+
+    def check_defects(self, model: LoadedModel, image: np.ndarray, filename: str, batch: str,
+                      job: Job | None = None) -> Item:
         """Defect check of one strip: verdict, classes with area and RLE, overlay; stored."""
         from seglab.infer.overlay import overlay
 
+        job = job or Job()
+        job.check()
         pred = model.predictor.predict_batch([image])[0]
+        job.check()
         classes = [{"name": name, "index": c + 1, "area": int(mask.sum()),
                     "area_fraction": round(float(mask.mean()), 6),
                     "probability": round(float(pred.class_probs[c]), 4),
@@ -155,18 +261,23 @@ class Service:
         result = {"defective": bool(pred.classes_found),
                   "defect_score": round(pred.defect_score, 4),
                   "classes_found": pred.classes_found, "classes": classes}
+        drawn = overlay(image, pred.masks, names=pred.class_names)
+        job.check()
         return self.store.add(kind="defects", batch=batch, model=model.name, filename=filename,
                               image=image, verdict=result["defective"],
                               score=result["defect_score"], result=result,
-                              files={"overlay": overlay(image, pred.masks, names=pred.class_names)})
+                              files={"overlay": drawn}, commit=job.commit)
 
     def cut_out(self, model: LoadedModel, image: np.ndarray, filename: str, batch: str,
-                background: tuple[int, int, int] | None = None, soft_edges: bool = False
-                ) -> Item:
+                background: tuple[int, int, int] | None = None, soft_edges: bool = False,
+                job: Job | None = None) -> Item:
         """Background removal of one photo: cut-out, gate decision with reason; stored."""
         from seglab.cutout.remove import remove
 
+        job = job or Job()
+        job.check()
         cut = remove(image, model.predictor)
+        job.check()
         cut_img = (cut.rgba(soft_edges) if background is None
                    else cut.on_colour(background, soft_edges))
         result = {**cut.decision.as_dict(), "threshold_gate": model.predictor.config.gate
@@ -175,11 +286,14 @@ class Service:
                               image=image, verdict=cut.decision.accepted,
                               score=cut.decision.confidence, result=result,
                               files={"mask": cut.mask * 255, "cutout": cut_img,
-                                     "shown": cut_img if cut.decision.accepted else image})
+                                     "shown": cut_img if cut.decision.accepted else image},
+                              commit=job.commit)
 
     async def process(self, task: str, model: LoadedModel, uploads: Sequence[UploadFile],
-                      batch: str, **options: Any) -> tuple[list[Item], list[dict]]:
-        """Each upload on its own: one bad file is reported and the others go on."""
+                      batch: str, request: Request | None = None, **options: Any
+                      ) -> tuple[list[Item], list[dict]]:
+        """Each upload on its own: one bad file is reported and the others go on. Each
+        has its own deadline (``request_timeout_s``) from the moment it is read."""
         if not uploads:
             raise ApiError(400, "no_file", "no file was uploaded (form field 'file' or 'files')")
         if len(uploads) > self.spec.max_files:
@@ -188,14 +302,19 @@ class Service:
         items, errors = [], []
         work = functools.partial(self.check_defects if task == "defects" else self.cut_out,
                                  **options)
+        loop = asyncio.get_running_loop()
         for upload in uploads:
             name = _display_name(upload.filename)
             data = await upload.read()
+            started = loop.time()
             try:
                 # Decoding (and refusing bad files) needs no inference slot: a broken
                 # upload is answered at once instead of queueing behind the model.
                 image = await run_in_threadpool(self.decode, data, name)
-                items.append(await self.run(work, model, image, name, batch))
+                del data
+                self.check_size(model, image)
+                items.append(await self.run(work, model, image, name, batch, request=request,
+                                            started=started))
             except ApiError as exc:
                 errors.append({"filename": name, "status": exc.status, "code": exc.code,
                                "detail": exc.message})

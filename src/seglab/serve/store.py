@@ -9,10 +9,12 @@ chooses: an uploaded file name is stored as text, never used as a path.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -174,8 +176,12 @@ class Store:
 
     def add(self, *, kind: str, batch: str, model: str, filename: str, image: np.ndarray,
             verdict: bool, score: float, result: dict[str, Any],
-            files: dict[str, np.ndarray]) -> Item:
-        """Write the item's files (atomically), then its row: a row never points at nothing."""
+            files: dict[str, np.ndarray],
+            commit: Callable[[], AbstractContextManager[None]] | None = None) -> Item:
+        """Write the item's files (atomically), then its row: a row never points at nothing.
+
+        ``commit`` guards the row's insert (the service's deadline and disconnect
+        check): when it raises, the files written are removed and nothing is stored."""
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}")
         item_id = new_id()
@@ -187,8 +193,12 @@ class Store:
         item = Item(id=item_id, kind=kind, batch=batch, model=model, filename=filename[:255],
                     width=int(image.shape[1]), height=int(image.shape[0]), verdict=verdict,
                     score=float(score), result=json.loads(json.dumps(result)))
-        with self.session() as s:
-            s.add(item)
+        try:
+            with commit() if commit else contextlib.nullcontext(), self.session() as s:
+                s.add(item)
+        except BaseException:
+            shutil.rmtree(self.item_dir(item_id), ignore_errors=True)
+            raise
         return self.get(item_id)
 
     def get(self, item_id: str) -> Item:
