@@ -7,7 +7,7 @@ A user mistake (bad file, bad recipe, broken model folder) prints one clear
 """
 
 # Imported for their @app.command() registrations, in the order `seglab --help` lists them.
-from seglab.cli import training, defects, cutout, deploy, access  # noqa: F401, I001
+from seglab.cli import training, defects, cutout, deploy, access, database  # noqa: F401, I001
 from seglab.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -38,6 +38,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 
 from seglab.data.files import write_bytes_atomic
 from seglab.data.images import encode_png
+from seglab.serve import schema
 
 KINDS = ("defects", "cutout")
 FILE_KINDS = ("original", "overlay", "cutout", "shown", "mask")
@@ -149,14 +150,17 @@ def new_id() -> str:
 class Store:
     """The database and the data folder behind the service."""
 
-    def __init__(self, data_dir: str | Path, url: str | None = None) -> None:
+    def __init__(self, data_dir: str | Path, url: str | None = None, *,
+                 migrate: bool | None = None) -> None:
+        """``migrate``: upgrade an older schema in place (default: only for SQLite)."""
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.url = url or f"sqlite:///{(self.data_dir / 'seglab.db').resolve()}"
         self.engine: Engine = create_engine(self.url, future=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        schema.prepare(self.engine, migrate=self.engine.dialect.name == "sqlite"
+                       if migrate is None else migrate)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
