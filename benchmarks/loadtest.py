@@ -1,4 +1,5 @@
-"""Load test of ``seglab serve``: concurrent clients, valid and invalid uploads, on loopback.
+"""Load test of ``seglab serve``: concurrent clients, valid, invalid and hostile uploads,
+on loopback, with sign-in on (API keys for an operator and a viewer).
 
     python benchmarks/loadtest.py --clients 32 --seconds 60            # tiny generated models
     python benchmarks/loadtest.py --models demo-output/run/model demo-output/run-cutout/model
@@ -9,7 +10,9 @@ directory. Clients are threads of this process. Checks, reported at the end and
 reflected in the exit status:
 
 - every valid upload gets 200 (no 5xx at all),
-- every invalid one gets exactly its 4xx (400, 413, 415, 422, 404),
+- every invalid one gets exactly its 4xx (400, 413, 415, 422, 404), every hostile one
+  too (no key or a forged one 401, a viewer uploading 403, a cross-site post 403, the
+  633-byte "4500x4500" JPEG 422, a 1x2000 line 413),
 - the server's resident memory does not keep growing from round to round,
 - nothing is written outside the data folder.
 """
@@ -45,14 +48,32 @@ def _png(array: np.ndarray, fmt: str = "PNG") -> bytes:
     return buf.getvalue()
 
 
-def requests_mix(max_upload_mb: float) -> list[tuple[str, str, str, bytes, set[int]]]:
-    """(name, path, filename, body, expected statuses) for each kind of request."""
+def _header_bomb() -> bytes:
+    """The probe's 633-byte JPEG whose header declares 4500x4500 (16x16 of data)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = (4500).to_bytes(2, "big") * 2
+    return bytes(data)
+
+
+OPERATOR, VIEWER = "operator", "viewer"
+"""Which key a request carries (``None``: no key; any other text: sent as a forged key)."""
+
+
+def requests_mix(max_upload_mb: float
+                 ) -> list[tuple[str, str, str, bytes, set[int], str | None, dict[str, str]]]:
+    """(name, path, filename, body, expected statuses, key, extra headers) for each kind
+    of request: valid, invalid and hostile."""
     rng = np.random.default_rng(0)
     strip = rng.integers(60, 140, (128, 800, 3), dtype=np.uint8)
     photo = rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)
     jpeg = _png(strip, "JPEG")
     big = os.urandom(int(max_upload_mb * 1e6) + 200_000)
-    return [
+    plain = [
         ("valid strip", "/api/v1/defects", "strip.png", _png(strip), {200}),
         ("valid strip jpeg", "/api/v1/defects", "strip.jpg", jpeg, {200}),
         ("valid photo", "/api/v1/cutout", "photo.png", _png(photo), {200}),
@@ -64,7 +85,19 @@ def requests_mix(max_upload_mb: float) -> list[tuple[str, str, str, bytes, set[i
          {415}),
         ("over the size limit", "/api/v1/defects", "big.png", big, {413}),
         ("unknown model", "/api/v1/defects?model=nope", "strip.png", _png(strip), {404}),
+        ("4500x4500 header bomb", "/api/v1/defects", "bomb.jpg", _header_bomb(), {422}),
+        ("1x2000 line", "/api/v1/cutout", "line.png", _png(np.zeros((1, 2000, 3), np.uint8)),
+         {413}),
     ]
+    hostile = [
+        ("no key", "/api/v1/defects", "strip.png", _png(strip), {401}, None, {}),
+        ("forged key", "/api/v1/defects", "strip.png", _png(strip), {401},
+         "sk_000000000000_forged", {}),
+        ("viewer uploads", "/api/v1/defects", "strip.png", _png(strip), {403}, VIEWER, {}),
+        ("cross-site post", "/api/v1/cutout", "photo.png", _png(photo), {403}, OPERATOR,
+         {"origin": "https://evil.example", "sec-fetch-site": "cross-site"}),
+    ]
+    return [(*row, OPERATOR, {}) for row in plain] + hostile
 
 
 def _free_port() -> int:
@@ -97,19 +130,31 @@ def tiny_models(folder: Path) -> list[Path]:
 
 
 def start_server(models: list[Path], workdir: Path, port: int, max_upload_mb: float
-                 ) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "seglab.cli", "serve", *map(str, models), "--port", str(port),
-           "--data-dir", "data", "--max-upload-mb", str(max_upload_mb)]
+                 ) -> tuple[subprocess.Popen, dict[str, str]]:
+    """The server with sign-in on, and an API key per role the clients use."""
+    seglab = [sys.executable, "-m", "seglab.cli"]
+    prefix: list[str] = []
     if os.geteuid() == 0 and shutil.which("setpriv"):
         # Prove the service needs no root: run it as nobody, owning only its working folder.
         shutil.chown(workdir, "nobody", "nogroup")
         for m in models:
             for p in [m, *m.rglob("*")]:
                 shutil.chown(p, "nobody", "nogroup")
-        cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *cmd]
+        prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
     env = {**os.environ, "HOME": str(workdir), "MPLCONFIGDIR": str(workdir / "data" / ".mpl")}
+    keys = {}
+    for role in (OPERATOR, VIEWER):
+        subprocess.run([*prefix, *seglab, "users", "add", f"load-{role}", "--role", role,
+                        "--no-password", "--data-dir", "data"], cwd=workdir, env=env,
+                       check=True, capture_output=True)
+        keys[role] = subprocess.run(
+            [*prefix, *seglab, "keys", "create", f"load-{role}", "--data-dir", "data"],
+            cwd=workdir, env=env, check=True, capture_output=True, text=True).stdout.strip()
+    cmd = [*prefix, *seglab, "serve", *map(str, models), "--port", str(port), "--data-dir",
+           "data", "--max-upload-mb", str(max_upload_mb), "--auth", "on"]
     log = open(workdir / "server.log", "w")  # noqa: SIM115 - lives as long as the server
-    return subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+                            env=env), keys
 
 
 def run(models: list[Path] | None, clients: int, seconds: float, max_upload_mb: float,
@@ -123,7 +168,7 @@ def run(models: list[Path] | None, clients: int, seconds: float, max_upload_mb: 
     models = models or tiny_models(tmp / "models")
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    server = start_server(models, workdir, port, max_upload_mb)
+    server, keys = start_server(models, workdir, port, max_upload_mb)
     try:
         for _ in range(600):
             try:
@@ -146,10 +191,12 @@ def run(models: list[Path] | None, clients: int, seconds: float, max_upload_mb: 
             rnd = random.Random(seed)
             with httpx.Client(base_url=base, timeout=120) as c:
                 while time.time() < stop:
-                    name, path, filename, body, expected = rnd.choice(mix)
+                    name, path, filename, body, expected, key, extra = rnd.choice(mix)
+                    headers = {**extra, **({"authorization": f"Bearer {keys.get(key, key)}"}
+                                           if key else {})}
                     t = time.perf_counter()
                     try:
-                        r = c.post(path, files={"file": (filename, body)})
+                        r = c.post(path, files={"file": (filename, body)}, headers=headers)
                         status = r.status_code
                     except httpx.HTTPError as exc:
                         status = -1
@@ -175,7 +222,8 @@ def run(models: list[Path] | None, clients: int, seconds: float, max_upload_mb: 
         for t in threads:
             t.join()
         alive = server.poll() is None and httpx.get(base + "/healthz").status_code == 200
-        stats = httpx.get(base + "/api/v1/stats").json()
+        stats = httpx.get(base + "/api/v1/stats",
+                          headers={"authorization": f"Bearer {keys[VIEWER]}"}).json()
     finally:
         server.terminate()
         try:

@@ -17,7 +17,10 @@ def test_service_under_concurrent_valid_and_invalid_uploads():
     assert report["unexpected"] == 0, report["first_unexpected"]
     assert report["alive_after"] and report["files_outside_data_folder"] == []
     kinds = report["by_request"]
-    assert len(kinds) == 9 and all(row["requests"] > 0 for row in kinds.values())
+    assert len(kinds) == 15 and all(row["requests"] > 0 for row in kinds.values())
+    for hostile, status in [("no key", "401"), ("forged key", "401"), ("viewer uploads", "403"),
+                            ("cross-site post", "403"), ("4500x4500 header bomb", "422")]:
+        assert set(kinds[hostile]["statuses"]) == {status}, hostile
     assert kinds["over the size limit"]["statuses"] == {"413": kinds["over the size limit"][
         "requests"]}
     stored = report["items_stored"]
