@@ -33,8 +33,19 @@ def _patched_jpeg(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def _peak_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+
+
 def test_sides_aspect_and_header_bombs_are_refused_fast(folders, tmp_path):  # noqa: F811
     with TestClient(create_app(_planted(folders), tmp_path / "d")) as c:
+        before = _peak_mb()
+        for _ in range(2):  # the probe's pair, which once took 13.5 GB and both slots
+            r = c.post("/api/v1/defects", files={"file": ("bomb.jpg", _patched_jpeg(4500,
+                                                                                    4500))})
+            assert r.status_code == 422 and r.json()["code"] == "corrupt"
+        assert _peak_mb() - before < 30  # a 4500x4500 RGB decode alone would take 58 MiB
         for name, data, status in [
             ("line.png", _png(np.zeros((1, 2000, 3), np.uint8)), 413),  # aspect 2000
             ("wide.png", _png(np.zeros((20, 12000, 3), np.uint8)), 413),  # side > 10000
