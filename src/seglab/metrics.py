@@ -31,6 +31,14 @@ def dice_pairs(pred: torch.Tensor | np.ndarray, truth: torch.Tensor | np.ndarray
     return smp.metrics.f1_score(tp, fp, fn, tn, reduction="none", zero_division=1.0).float()
 
 
+def overlap_counts(pred: torch.Tensor | np.ndarray, truth: torch.Tensor | np.ndarray
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Intersection and union pixel counts per (image, class) of ``(N, C, ...)`` binary
+    masks: summed over a dataset they give the pooled IoU of segmentation benchmarks."""
+    tp, fp, fn, _ = _stats(pred, truth)
+    return tp, tp + fp + fn
+
+
 def _stats(pred: torch.Tensor | np.ndarray, truth: torch.Tensor | np.ndarray
            ) -> tuple[torch.Tensor, ...]:
     """True/false positives/negatives of ``(N, C, ...)`` binary masks per (image, class)."""

@@ -164,7 +164,9 @@ class Accounts:
             user = s.get(User, key.user)
             if user is None or user.disabled:
                 return None
-            key.last_used = _now()
+            # At most one write a minute per key, not one per request on the hot path.
+            if key.last_used is None or _now() - _aware(key.last_used) > timedelta(minutes=1):
+                key.last_used = _now()
             return Identity(user.name, user.role, "key")
 
     # sessions --------------------------------------------------------------------------

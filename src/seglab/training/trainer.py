@@ -35,7 +35,7 @@ from seglab.data.datasets import (
 from seglab.data.files import write_text_atomic
 from seglab.errors import RecipeError
 from seglab.infer.postprocess import per_class
-from seglab.metrics import dice_pairs
+from seglab.metrics import dice_pairs, overlap_counts
 from seglab.models import folder as modelfolder
 from seglab.models.network import build, count_parameters
 from seglab.progress import lightning_refresh_rate
@@ -136,13 +136,13 @@ class Segmenter(L.LightningModule):
         probs = torch.sigmoid(logits.float())
         pred = probs >= self.thresholds.to(probs.device).view(1, -1, 1, 1)
         gate = (torch.sigmoid(cls_logits.float()) >= 0.5)[..., None, None]
-        truth = batch["mask"] > 0.5
+        inter, union = overlap_counts(pred, batch["mask"])
         self._val.append(torch.stack([dice_pairs(pred, batch["mask"]).to(probs.device),
                                       dice_pairs(pred & gate, batch["mask"]).to(probs.device),
                                       dice_pairs(pred, batch["mask"], smooth=1.0).to(probs.device),
                                       (batch["mask"].flatten(2).amax(2) > 0).float(),
-                                      (pred & truth).flatten(2).sum(2).float(),
-                                      (pred | truth).flatten(2).sum(2).float()]))
+                                      inter.to(probs.device).float(),
+                                      union.to(probs.device).float()]))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val:
