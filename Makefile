@@ -11,12 +11,15 @@ ZOO_SCALE ?= -cpu
 ZOO_RUNS ?= runs/zoo
 
 BROWSER := /usr/bin/chromium /usr/bin/chromedriver
+APT = SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); export DEBIAN_FRONTEND=noninteractive; \
+	$$SUDO apt-get install -y --no-install-recommends $(1) \
+	  || { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends $(1); }
 
-.PHONY: install demo test lint bench clean browser serve zoo zoo-jewellery-cutout zoo-steel-defects
+.PHONY: install demo test lint bench clean browser postgres serve zoo zoo-jewellery-cutout zoo-steel-defects
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --no-cache-dir -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install --quiet --no-cache-dir -c constraints.txt -e ".[dev,ray,postgres]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,16 +28,22 @@ install: $(STAMP)
 $(BROWSER):
 	@command -v apt-get >/dev/null || { echo "need Debian's chromium and chromium-driver"; exit 1; }
 	@echo "make test: installing Debian's chromium and chromium-driver system-wide with apt-get (once; the browser test drives them; ~300 MB)"
-	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); export DEBIAN_FRONTEND=noninteractive; \
-	$$SUDO apt-get install -y --no-install-recommends chromium chromium-driver \
-	  || { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium chromium-driver; }
+	$(call APT,chromium chromium-driver)
 
 browser: $(BROWSER)
+
+# The replica tests start a real PostgreSQL server (initdb/pg_ctl in a temporary folder as
+# an unprivileged user); Debian keeps its programs in /usr/lib/postgresql/<version>/bin.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "need Debian's postgresql"; exit 1; }; \
+	  echo "make test: installing Debian's postgresql with apt-get (once; the replica tests start a server)"; \
+	  $(call APT,postgresql); }
 
 demo: $(STAMP)
 	$(BIN)/seglab demo --out $(DEMO_OUT)
 
-test: $(STAMP) $(BROWSER)
+test: $(STAMP) $(BROWSER) postgres
 	$(BIN)/ruff check src tests
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q

@@ -18,10 +18,11 @@ Url = Annotated[str | None, typer.Option("--db", help="The service's --db URL (d
 
 
 def _engine(data_dir: Path, url: str | None):  # noqa: ANN202 (lazy import)
-    from sqlalchemy import create_engine
+    from seglab.serve.store import create_database_engine, database_url
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return create_engine(url or f"sqlite:///{(data_dir / 'seglab.db').resolve()}")
+    if not url:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    return create_database_engine(database_url(data_dir, url))
 
 
 @db.command("upgrade")

@@ -105,8 +105,11 @@ def serve(
     data_dir: Annotated[Path, typer.Option(help="Uploads, outputs and the SQLite file.")] = Path(
         "seglab-data"),
     db: Annotated[str | None, typer.Option(
-        help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: SQLite in --data-dir).")
-    ] = None,
+        help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: SQLite in --data-dir); "
+             "replicas share one.")] = None,
+    store: Annotated[str | None, typer.Option(
+        help="Item images: a folder (a shared filesystem for replicas) or an fsspec URL such "
+             "as s3://bucket/prefix (default: --data-dir/items).")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file of server limits.")] = None,
     max_upload_mb: Annotated[float | None, typer.Option(help="Largest request body.")] = None,
     max_concurrent: Annotated[int | None, typer.Option(help="Inferences at once.")] = None,
@@ -129,7 +132,8 @@ def serve(
     spec = load_server_spec(config, overrides)
     typer.echo(f"seglab serving {len(models)} model(s) on http://{host}:{port}/ "
                f"(API docs at /docs, data in {data_dir})")
-    run_server(models, host=host, port=port, data_dir=data_dir, db_url=db, spec=spec)
+    run_server(models, host=host, port=port, data_dir=data_dir, db_url=db, store_url=store,
+               spec=spec)
 
 
 

@@ -93,11 +93,10 @@ def _api(app: FastAPI, service: Service) -> None:
             raise ApiError(e["status"], e["code"], e["detail"])
         item = items[0]
         if format == "png":
-            return FileResponse(store.file_path(item.id, "shown"), media_type="image/png",
-                                headers={"X-Seglab-Accepted": str(item.verdict).lower(),
-                                         "X-Seglab-Confidence": f"{item.score:.5f}",
-                                         "X-Seglab-Reason": item.result.get("reason", ""),
-                                         "X-Seglab-Item": item.id})
+            return _image(store, item.id, "shown", headers={
+                "X-Seglab-Accepted": str(item.verdict).lower(),
+                "X-Seglab-Confidence": f"{item.score:.5f}",
+                "X-Seglab-Reason": item.result.get("reason", ""), "X-Seglab-Item": item.id})
         return item_json(item, request)
 
     @app.post("/api/v1/cutout/batch", dependencies=OPERATOR, tags=["cutout"])
@@ -147,16 +146,23 @@ def _api(app: FastAPI, service: Service) -> None:
     @app.get("/files/{item_id}/{name}", dependencies=VIEWER, name="item_file", tags=["files"])
     def item_file(item_id: str, name: str) -> FileResponse:
         """An item's image; only seglab's own file names exist here."""
-        kind = name.removesuffix(".png")
         try:
-            path = store.file_path(item_id, kind)
+            return _image(store, item_id, name.removesuffix(".png"),
+                          headers={"Cache-Control": "private, max-age=3600"})
         except KeyError:
             raise ApiError(404, "not_found",
                            f"no file {_short(name)} for item {_short(item_id)}") from None
+
+
+def _image(store: Store, item_id: str, kind: str, headers: dict[str, str]) -> Response:
+    """An item's PNG: sent from disk when the store is a folder, read through fsspec from
+    an object store. ``KeyError`` when there is no such file."""
+    path = store.files.local_path(item_id, kind)
+    if path is not None:
         if not path.is_file():
-            raise ApiError(404, "not_found", f"no file {_short(name)} for item {_short(item_id)}")
-        return FileResponse(path, media_type="image/png",
-                            headers={"Cache-Control": "private, max-age=3600"})
+            raise KeyError(f"{item_id}/{kind}")
+        return FileResponse(path, media_type="image/png", headers=headers)
+    return Response(store.files.read(item_id, kind), media_type="image/png", headers=headers)
 
 
 def _get(store: Store, item_id: str) -> Item:

@@ -26,9 +26,12 @@ from seglab.serve.store import Store
 
 def create_app(models: Sequence[str | os.PathLike[str]] | Sequence[LoadedModel],
                data_dir: str | os.PathLike[str] = "seglab-data", *, db_url: str | None = None,
-               spec: ServerSpec | None = None, host: str = "127.0.0.1") -> FastAPI:
+               store_url: str | None = None, spec: ServerSpec | None = None,
+               host: str = "127.0.0.1") -> FastAPI:
     """The FastAPI application serving ``models`` (model folders or loaded models).
 
+    ``db_url`` and ``store_url`` (item images: a folder or fsspec URL) are what replicas
+    share; ``data_dir`` holds the SQLite file and the images when they are not given.
     ``host`` is where it will listen: beyond loopback, sign-in is on (``spec.auth``)."""
     spec = spec or ServerSpec()
     open_mode = spec.auth == "off" or (spec.auth == "auto" and is_loopback(host))
@@ -40,7 +43,7 @@ def create_app(models: Sequence[str | os.PathLike[str]] | Sequence[LoadedModel],
     for i, m in enumerate(loaded):  # two folders of the same recipe get distinct names
         if names.count(m.name) > 1:
             m.name = f"{m.name}-{i + 1}"
-    service = Service(loaded, Store(data_dir, db_url), spec)
+    service = Service(loaded, Store(data_dir, db_url, files=store_url), spec)
     # /docs and /redoc from assets inside an installed package (fastapi-offline vendors
     # Swagger UI and ReDoc, MIT): the API docs work with no network, like every page.
     app = FastAPIOffline(title="seglab", version=__version__,
@@ -64,7 +67,8 @@ def create_app(models: Sequence[str | os.PathLike[str]] | Sequence[LoadedModel],
 
 def serve(models: Sequence[str | os.PathLike[str]], *, host: str = "127.0.0.1",
           port: int = 8000, data_dir: str | os.PathLike[str] = "seglab-data",
-          db_url: str | None = None, spec: ServerSpec | None = None) -> None:
+          db_url: str | None = None, store_url: str | None = None,
+          spec: ServerSpec | None = None) -> None:
     """Load the models and serve until interrupted."""
     import torch
     import uvicorn
@@ -72,8 +76,9 @@ def serve(models: Sequence[str | os.PathLike[str]], *, host: str = "127.0.0.1",
     spec = spec or ServerSpec()
     # Each inference slot gets its share of the cores instead of all slots fighting over all.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // spec.max_concurrent))
-    app = create_app(models, data_dir, db_url=db_url, spec=spec, host=host)
+    app = create_app(models, data_dir, db_url=db_url, store_url=store_url, spec=spec,
+                     host=host)
     if not app.state.open_mode and not app.state.accounts.users():
         print("sign-in is on and there are no users yet: create one with "
-              f"`seglab users add NAME --role admin --data-dir {data_dir}`")
+              "`seglab users add NAME --role admin` with this --data-dir or --db")
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -2,16 +2,17 @@
 
 Every processed image becomes an :class:`Item` (its verdict and full result as
 JSON), every human decision a :class:`Review`. SQLAlchemy means the embedded
-SQLite file is the default and any other database (PostgreSQL, ...) is one URL
-away. Image files live under ``data_dir/items/<item id>/`` with names seglab
-chooses: an uploaded file name is stored as text, never used as a path.
+SQLite file is the default and PostgreSQL (shared by replicas) is one URL away.
+Image files live in an :class:`~seglab.serve.files.ItemFiles` store
+(``data_dir/items/<item id>/`` by default, or a shared folder or object store) with
+names seglab chooses: an uploaded file name is stored as text, never used as a path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import shutil
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -36,13 +37,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from seglab.data.files import write_bytes_atomic
 from seglab.data.images import encode_png
 from seglab.serve import schema
+from seglab.serve.files import FILE_KINDS, ItemFiles
 
 KINDS = ("defects", "cutout")
-FILE_KINDS = ("original", "overlay", "cutout", "shown", "mask")
-"""The only file names an item folder can hold (``<kind>.png``)."""
+__all__ = ["FILE_KINDS", "KINDS", "Item", "Review", "Store", "database_url"]
 
 
 def _now() -> datetime:
@@ -147,18 +147,48 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+def database_url(data_dir: str | os.PathLike[str], url: str | None = None) -> str:
+    """The SQLAlchemy URL: ``url`` (``postgresql://`` means the psycopg 3 driver that
+    ``seglab[postgres]`` installs), or the SQLite file in ``data_dir``."""
+    if not url:
+        return f"sqlite:///{(Path(data_dir) / 'seglab.db').resolve()}"
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def create_database_engine(url: str) -> Engine:
+    """An engine for the service: SQLite tuned for concurrent requests; a server database
+    with connections checked before use (a replica outlives a database restart)."""
+    if url.startswith("postgresql+psycopg"):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            from seglab.errors import SeglabError
+
+            raise SeglabError("PostgreSQL needs its driver: pip install 'seglab[postgres]'"
+                              ) from None
+    engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
 class Store:
-    """The database and the data folder behind the service."""
+    """The database and the item files behind the service."""
 
     def __init__(self, data_dir: str | Path, url: str | None = None, *,
+                 files: str | os.PathLike[str] | None = None,
                  migrate: bool | None = None) -> None:
-        """``migrate``: upgrade an older schema in place (default: only for SQLite)."""
+        """``files``: where item images go (a folder or fsspec URL; default
+        ``data_dir/items``). ``migrate``: upgrade an older schema in place (default:
+        only for SQLite)."""
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.url = url or f"sqlite:///{(self.data_dir / 'seglab.db').resolve()}"
-        self.engine: Engine = create_engine(self.url, future=True)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+        if not url:  # the SQLite file lives there; a server database needs no local folder
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.url = database_url(self.data_dir, url)
+        self.files = ItemFiles(files if files is not None else self.data_dir / "items")
+        self.engine: Engine = create_database_engine(self.url)
         schema.prepare(self.engine, migrate=self.engine.dialect.name == "sqlite"
                        if migrate is None else migrate)
 
@@ -167,16 +197,6 @@ class Store:
         """A transaction: committed as a whole, rolled back on any error."""
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             yield session
-
-    def item_dir(self, item_id: str) -> Path:
-        if len(item_id) != 32 or not all(c in "0123456789abcdef" for c in item_id):
-            raise KeyError(item_id)
-        return self.data_dir / "items" / item_id
-
-    def file_path(self, item_id: str, kind: str) -> Path:
-        if kind not in FILE_KINDS:
-            raise KeyError(kind)
-        return self.item_dir(item_id) / f"{kind}.png"
 
     def add(self, *, kind: str, batch: str, model: str, filename: str, image: np.ndarray,
             verdict: bool, score: float, result: dict[str, Any],
@@ -193,7 +213,7 @@ class Store:
         for name, array in {"original": image, **files}.items():
             if id(array) not in encoded:
                 encoded[id(array)] = encode_png(array)
-            write_bytes_atomic(self.file_path(item_id, name), encoded[id(array)])
+            self.files.write(item_id, name, encoded[id(array)])
         item = Item(id=item_id, kind=kind, batch=batch, model=model, filename=filename[:255],
                     width=int(image.shape[1]), height=int(image.shape[0]), verdict=verdict,
                     score=float(score), result=json.loads(json.dumps(result)))
@@ -201,7 +221,7 @@ class Store:
             with commit() if commit else contextlib.nullcontext(), self.session() as s:
                 s.add(item)
         except BaseException:
-            shutil.rmtree(self.item_dir(item_id), ignore_errors=True)
+            self.files.remove(item_id)
             raise
         return self.get(item_id)
 
