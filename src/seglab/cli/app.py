@@ -48,6 +48,33 @@ def root(version: Annotated[bool, typer.Option("--version", help="Print the vers
         raise typer.Exit()
 
 
+# The options --engine ray adds to the batch verbs (predict, cutout).
+Engine = Annotated[str, typer.Option(
+    help="local (this process, the default) or ray (Ray Data: decoding in tasks, the model "
+         "in a pool of actors; pip install 'seglab[ray]').")]
+Address = Annotated[str | None, typer.Option(
+    help="--engine ray: an existing cluster (ray://host:10001 or auto); default: start Ray "
+         "on this machine.")]
+RayWorkers = Annotated[int, typer.Option(
+    help="--engine ray: model copies (actors), one model load each.", min=1)]
+CpusPerWorker = Annotated[float, typer.Option(help="--engine ray: CPUs per actor.", min=0.1)]
+GpusPerWorker = Annotated[float, typer.Option(
+    help="--engine ray: GPUs per actor (0.5: two actors share one GPU).", min=0.0)]
+Parquet = Annotated[bool, typer.Option(
+    help="--engine ray: also write the per-image rows as Parquet.")]
+
+
+def _check_engine(engine: str, inputs: list[str]) -> None:
+    """Refuse an unknown engine, and URLs on the local engine, before any work."""
+    from seglab.data.images import is_url
+
+    if engine not in ("local", "ray"):
+        raise SeglabError(f"--engine must be local or ray, not {engine!r}")
+    if engine == "local" and any(is_url(i) for i in inputs):
+        raise SeglabError("URL inputs (s3://, gs://, https://...) are read by --engine ray; "
+                          "the local engine reads files, folders and globs")
+
+
 def _exit_for(errors: list[dict]) -> None:
     """The batch exit contract: 0 when every input was processed, 1 when some were skipped
     (each was named above); user mistakes exit 2 before any work (``check_inputs``)."""

@@ -8,7 +8,19 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from seglab.cli.app import _exit_for, _friendly, _is_model, app
+from seglab.cli.app import (
+    Address,
+    CpusPerWorker,
+    Engine,
+    GpusPerWorker,
+    Parquet,
+    RayWorkers,
+    _check_engine,
+    _exit_for,
+    _friendly,
+    _is_model,
+    app,
+)
 from seglab.errors import SeglabError
 
 if TYPE_CHECKING:
@@ -76,11 +88,17 @@ def cutout(
     workers: Annotated[int, typer.Option(help="Processes decoding images.", min=0)] = 2,
     resume: Annotated[bool, typer.Option(help="Skip images already in OUT/results.jsonl.")
                       ] = False,
+    engine: Engine = "local",
+    address: Address = None,
+    ray_workers: RayWorkers = 2,
+    cpus_per_worker: CpusPerWorker = 1.0,
+    gpus_per_worker: GpusPerWorker = 0.0,
+    parquet: Parquet = False,
 ) -> None:
     """Cut products out of photos; show a cut-out only when the confidence gate accepts it."""
     from seglab.cutout.batch import cutout_files
     from seglab.cutout.remove import OUTPUT_FORMATS, parse_colour
-    from seglab.data.images import check_inputs
+    from seglab.data.images import check_inputs, is_url
     from seglab.infer.predictor import load_model
     from seglab.models import zoo
 
@@ -103,9 +121,29 @@ def cutout(
         if images[0] != "-":
             check_inputs(*images)
     else:
-        check_inputs(*images)
-    predictor = load_model(model or zoo.DEFAULT_CUTOUT, backend=backend, task="cutout")
+        _check_engine(engine, images)
+        check_inputs(*[i for i in images if not is_url(i)])
     options = {"background": background, "soft_edges": soft_edges, "mask_only": mask_only}
+    if engine == "ray" and not (watch or one_file):
+        from seglab.engines import raydata
+        from seglab.infer.predictor import check_task
+        from seglab.models.folder import read_config
+
+        name = model or zoo.DEFAULT_CUTOUT
+        check_task(read_config(zoo.resolve(name)), "cutout", name)
+        summary = raydata.cutout_files(
+            model or zoo.DEFAULT_CUTOUT, images, out or "cutouts", review=review,
+            backend=backend, address=address, workers=ray_workers,
+            cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker, resume=resume,
+            parquet=parquet, **options)
+        typer.echo(f"{summary.accepted} of {summary.images} accepted, "
+                   f"{len(summary.errors)} skipped; results in {out or 'cutouts'}")
+        _exit_for(summary.errors)
+        return
+    if engine == "ray":
+        raise SeglabError("--engine ray runs over folders, globs and URLs into an output "
+                          "folder; --watch and one-file outputs run locally")
+    predictor = load_model(model or zoo.DEFAULT_CUTOUT, backend=backend, task="cutout")
     if watch:
         _watch(predictor, Path(images[0]), Path(out or "cutouts"), options)
     elif one_file:

@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from seglab.cli.app import _exit_for, _friendly, app
+from seglab.cli.app import (
+    Address,
+    CpusPerWorker,
+    Engine,
+    GpusPerWorker,
+    Parquet,
+    RayWorkers,
+    _check_engine,
+    _exit_for,
+    _friendly,
+    app,
+)
 from seglab.errors import SeglabError
 
 
@@ -63,21 +74,40 @@ def predict(
     workers: Annotated[int, typer.Option(help="Processes decoding images.", min=0)] = 2,
     resume: Annotated[bool, typer.Option(help="Skip images already in OUT/summary.jsonl.")
                       ] = False,
+    engine: Engine = "local",
+    address: Address = None,
+    ray_workers: RayWorkers = 2,
+    cpus_per_worker: CpusPerWorker = 1.0,
+    gpus_per_worker: GpusPerWorker = 0.0,
+    parquet: Parquet = False,
 ) -> None:
     """Predict defects: submission CSV, per-class masks, overlays and a per-image summary."""
-    from seglab.data.images import check_inputs
-    from seglab.defects.batch import predict_files
-    from seglab.infer.predictor import load_model
+    from seglab.data.images import check_inputs, is_url
+    from seglab.infer.predictor import check_task
     from seglab.models import zoo
+    from seglab.models.folder import read_config
 
     if layout not in ("split", "combined"):
         raise SeglabError(f"--layout must be 'split' or 'combined', not {layout!r}")
-    zoo.resolve(model)  # a missing model is named first, then inputs, before any loading
-    check_inputs(*images)
-    predictor = load_model(model, backend=backend, task="defects")
-    predictor.tta = tta
-    summary = predict_files(predictor, images, out, layout=layout, batch_size=batch_size,
-                            workers=workers, resume=resume)
+    _check_engine(engine, images)
+    folder = zoo.resolve(model)  # a missing model is named first, then inputs, before loading
+    check_task(read_config(folder), "defects", model)
+    check_inputs(*[i for i in images if not is_url(i)])
+    if engine == "ray":
+        from seglab.engines import raydata
+
+        summary = raydata.predict_files(
+            model, images, out, layout=layout, batch_size=batch_size, backend=backend,
+            tta=tta, address=address, workers=ray_workers, cpus_per_worker=cpus_per_worker,
+            gpus_per_worker=gpus_per_worker, resume=resume, parquet=parquet)
+    else:
+        from seglab.defects.batch import predict_files
+        from seglab.infer.predictor import load_model
+
+        predictor = load_model(model, backend=backend, task="defects")
+        predictor.tta = tta
+        summary = predict_files(predictor, images, out, layout=layout, batch_size=batch_size,
+                                workers=workers, resume=resume)
     typer.echo(f"{summary['images']} images, {summary['defective']} defective, "
                f"{len(summary['errors'])} skipped; results in {out}")
     _exit_for(summary.errors)

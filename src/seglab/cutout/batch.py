@@ -71,8 +71,8 @@ def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
     ``review_limit`` images of this run (its thumbnails are kept in memory).
     Unreadable files are reported in ``errors`` and skipped.
     """
-    from seglab.data.files import JsonLines, atomic_write, output_names, write_text_atomic
-    from seglab.data.images import image_batches, list_images, write_image
+    from seglab.data.files import JsonLines, output_names
+    from seglab.data.images import image_batches, list_images
     from seglab.progress import bar as progress_bar
 
     out = Path(out)
@@ -91,16 +91,8 @@ def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
             cuts = remove_batch(predictor, [img for _, img in good]) if good else []
             rows = []
             for (path, _), cut in zip(good, cuts, strict=True):
-                stem = stems[path]
-                write_image(out / "masks" / f"{stem}.png", cut.mask * 255)
-                if not mask_only:
-                    if cut.decision.accepted:
-                        write_image(out / "cutouts" / f"{stem}.png",
-                                    cut.shown(background, soft_edges))
-                    write_image(out / "shown" / f"{stem}.png",
-                                cut.shown(background, soft_edges))
-                rows.append({"image": path.name, "path": str(path), "output": stem,
-                             **cut.decision.as_dict()})
+                rows.append(write_cutout(out, stems[path], path, cut, background=background,
+                                         soft_edges=soft_edges, mask_only=mask_only))
                 if review and len(kept) < review_limit:
                     from seglab.cutout.sheet import review_row
 
@@ -111,10 +103,38 @@ def cutout_files(predictor: Predictor, inputs: Sequence[str | os.PathLike[str]],
     finally:
         bar.close()
         log.close()
+    return finish_cutouts(out, log, errors, kept, predictor.config.display_name,
+                          predictor.config.gate or GateSpec(), review=review)
+
+
+def write_cutout(out: Path, stem: str, path: str | os.PathLike[str], cut: Any, *,
+                 background: tuple[int, int, int] | None = None, soft_edges: bool = False,
+                 mask_only: bool = False) -> dict[str, Any]:
+    """Write one photo's mask, and (unless ``mask_only``) what a person sees and the
+    cut-out if accepted; return its ``results.jsonl`` row. Shared by the local path and
+    ``--engine ray`` (where Ray actors call it)."""
+    from seglab.data.images import write_image
+
+    write_image(out / "masks" / f"{stem}.png", cut.mask * 255)
+    if not mask_only:
+        shown = cut.shown(background, soft_edges)
+        if cut.decision.accepted:
+            write_image(out / "cutouts" / f"{stem}.png", shown)
+        write_image(out / "shown" / f"{stem}.png", shown)
+    return {"image": str(path).rstrip("/").rsplit("/", 1)[-1], "path": str(path),
+            "output": stem, **cut.decision.as_dict()}
+
+
+def finish_cutouts(out: Path, log: Any, errors: list[FileError], kept: list[dict], model: str,
+                   gate: GateSpec, *, review: bool = True) -> CutoutSummary:
+    """``results.json``, ``results.csv``, the review sheet (of ``kept`` rows) and the gate
+    histograms, from every row in the log (this run's and a resumed run's earlier ones)."""
+    from seglab.data.files import atomic_write, write_text_atomic
+
     rows = list(log.rows())  # a few numbers per image: small even for 100,000 images
-    summary = CutoutSummary(model=predictor.config.display_name, images=len(rows),
+    summary = CutoutSummary(model=model, images=len(rows),
                             accepted=sum(r["accepted"] for r in rows), errors=errors,
-                            gate=(predictor.config.gate or GateSpec()).model_dump())
+                            gate=gate.model_dump())
     write_text_atomic(out / "results.json", summary.to_json())
     with atomic_write(out / "results.csv", "w") as f:
         writer = csv.DictWriter(f, ["image", "accepted", "confidence", "area_fraction",

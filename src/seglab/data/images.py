@@ -220,6 +220,58 @@ def list_images(*inputs: str | os.PathLike[str]) -> list[Path]:
     return list(unique)
 
 
+def is_url(item: str | os.PathLike[str]) -> bool:
+    """``s3://...``, ``gs://...``, ``https://...``: read through fsspec, not as a local path."""
+    text = str(item)
+    return "://" in text and not text.startswith("file://")
+
+
+def list_sources(*inputs: str | os.PathLike[str]) -> list[str]:
+    """:func:`list_images` for local inputs, and fsspec URLs (a file, a prefix read as a
+    folder, or a glob such as ``s3://bucket/strips/*.jpg``) listed through their
+    filesystem, as strings, in order. Any fsspec protocol works whose driver is installed
+    (``s3fs`` for ``s3://``)."""
+    import fsspec
+
+    found: list[str] = []
+    for item in inputs:
+        if not is_url(item):
+            found.extend(str(p) for p in list_images(item))
+            continue
+        try:
+            fs, path = fsspec.core.url_to_fs(str(item))
+        except (ImportError, ValueError) as exc:
+            raise SeglabError(f"cannot read {item}: {exc}") from exc
+        if any(ch in path for ch in "*?["):
+            names = sorted(fs.glob(path))
+            if not names:
+                raise SeglabError(f"no files match {item!r}")
+        elif fs.isdir(path):
+            names = sorted(n for n in fs.find(path) if n.lower().endswith(IMAGE_SUFFIXES))
+            if not names:
+                raise SeglabError(f"no images under {item}")
+        else:
+            names = [path]  # a missing object is reported by read_source, not dropped here
+        found.extend(fs.unstrip_protocol(n) for n in names)
+    return list(dict.fromkeys(found))
+
+
+def read_source(source: str) -> np.ndarray:
+    """:func:`read_image` for a local path or an fsspec URL (the bytes are fetched first)."""
+    if not is_url(source):
+        return read_image(source)
+    import fsspec
+
+    try:
+        with fsspec.open(source, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise ImageReadError(source, "file not found", "missing") from None
+    except OSError as exc:
+        raise ImageReadError(source, f"cannot be fetched: {exc}", "missing") from exc
+    return read_image(data, name=source)
+
+
 def check_inputs(*inputs: str | os.PathLike[str]) -> list[Path]:
     """``list_images``, refusing what can only be a user mistake before any work starts: a
     path that does not exist, a glob that matches nothing, a folder with no images, no
