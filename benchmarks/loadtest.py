@@ -3,6 +3,11 @@ on loopback, with sign-in on (API keys for an operator and a viewer).
 
     python benchmarks/loadtest.py --clients 32 --seconds 60            # tiny generated models
     python benchmarks/loadtest.py --models demo-output/run/model demo-output/run-cutout/model
+    python benchmarks/loadtest.py --replicas 2 --postgres   # two replicas, one PostgreSQL
+
+With ``--replicas N`` the servers share one database (``--db URL``, or ``--postgres``: a
+throw-away PostgreSQL server started for the run) and one item store; clients are spread
+over the replicas.
 
 The server runs as its own process (as an unprivileged user when started as
 root), with its data folder in a fresh temporary directory as its working
@@ -129,57 +134,84 @@ def tiny_models(folder: Path) -> list[Path]:
     return out
 
 
-def start_server(models: list[Path], workdir: Path, port: int, max_upload_mb: float
-                 ) -> tuple[subprocess.Popen, dict[str, str]]:
-    """The server with sign-in on, and an API key per role the clients use."""
-    seglab = [sys.executable, "-m", "seglab.cli"]
-    prefix: list[str] = []
-    if os.geteuid() == 0 and shutil.which("setpriv"):
-        # Prove the service needs no root: run it as nobody, owning only its working folder.
-        shutil.chown(workdir, "nobody", "nogroup")
-        for m in models:
-            for p in [m, *m.rglob("*")]:
-                shutil.chown(p, "nobody", "nogroup")
-        prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-    env = {**os.environ, "HOME": str(workdir), "MPLCONFIGDIR": str(workdir / "data" / ".mpl")}
+SEGLAB = [sys.executable, "-m", "seglab.cli"]
+
+
+def _unprivileged(*paths: Path) -> list[str]:
+    """Prove the service needs no root: run it as nobody, owning only its folders."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        return []
+    for path in paths:
+        for p in [path, *path.rglob("*")]:
+            shutil.chown(p, "nobody", "nogroup")
+    return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+
+
+def _env(workdir: Path) -> dict[str, str]:
+    return {**os.environ, "HOME": str(workdir), "MPLCONFIGDIR": str(workdir / "data" / ".mpl")}
+
+
+def create_keys(workdir: Path, db: list[str], prefix: list[str]) -> dict[str, str]:
+    """An API key per role the clients use (in the database every replica shares)."""
     keys = {}
+    if db:  # a shared database is migrated once, on request, never by a replica
+        subprocess.run([*prefix, *SEGLAB, "db", "upgrade", *db], cwd=workdir,
+                       env=_env(workdir), check=True, capture_output=True)
     for role in (OPERATOR, VIEWER):
-        subprocess.run([*prefix, *seglab, "users", "add", f"load-{role}", "--role", role,
-                        "--no-password", "--data-dir", "data"], cwd=workdir, env=env,
-                       check=True, capture_output=True)
+        subprocess.run([*prefix, *SEGLAB, "users", "add", f"load-{role}", "--role", role,
+                        "--no-password", "--data-dir", "data", *db], cwd=workdir,
+                       env=_env(workdir), check=True, capture_output=True)
         keys[role] = subprocess.run(
-            [*prefix, *seglab, "keys", "create", f"load-{role}", "--data-dir", "data"],
-            cwd=workdir, env=env, check=True, capture_output=True, text=True).stdout.strip()
-    cmd = [*prefix, *seglab, "serve", *map(str, models), "--port", str(port), "--data-dir",
-           "data", "--max-upload-mb", str(max_upload_mb), "--auth", "on"]
+            [*prefix, *SEGLAB, "keys", "create", f"load-{role}", "--data-dir", "data", *db],
+            cwd=workdir, env=_env(workdir), check=True, capture_output=True,
+            text=True).stdout.strip()
+    return keys
+
+
+def start_server(models: list[Path], workdir: Path, port: int, max_upload_mb: float,
+                 prefix: list[str], shared: list[str]) -> subprocess.Popen:
+    """One replica with sign-in on; ``shared``: its --db and --store options, if any."""
+    cmd = [*prefix, *SEGLAB, "serve", *map(str, models), "--port", str(port), "--data-dir",
+           "data", "--max-upload-mb", str(max_upload_mb), "--auth", "on", *shared]
     log = open(workdir / "server.log", "w")  # noqa: SIM115 - lives as long as the server
     return subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-                            env=env), keys
+                            env=_env(workdir))
 
 
 def run(models: list[Path] | None, clients: int, seconds: float, max_upload_mb: float,
-        rounds: int = 4) -> dict:
+        rounds: int = 4, replicas: int = 1, db: str | None = None) -> dict:
     import httpx
 
+    if replicas > 1 and not db:
+        raise SystemExit("replicas share one database: give --db URL or --postgres")
     tmp = Path(tempfile.mkdtemp(prefix="seglab-load-"))
     os.chmod(tmp, 0o755)
-    workdir = tmp / "server"
-    workdir.mkdir()
     models = models or tiny_models(tmp / "models")
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    server, keys = start_server(models, workdir, port, max_upload_mb)
+    workdirs = [tmp / f"server-{i}" for i in range(replicas)]
+    store = tmp / "store"  # the item store every replica shares (a shared filesystem)
+    for w in [*workdirs, store]:
+        w.mkdir()
+    prefix = _unprivileged(*workdirs, store, *models)
+    shared = ["--db", db, "--store", str(store)] if db else []
+    keys = create_keys(workdirs[0], shared[:2], prefix)
+    ports = [_free_port() for _ in workdirs]
+    bases = [f"http://127.0.0.1:{p}" for p in ports]
+    servers = [start_server(models, w, p, max_upload_mb, prefix, shared)
+               for w, p in zip(workdirs, ports, strict=True)]
+    base = bases[0]
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None:
-                raise RuntimeError((workdir / "server.log").read_text())
-            time.sleep(0.2)
-        user = subprocess.run(["ps", "-o", "user=", "-p", str(server.pid)], capture_output=True,
+        for srv, url, w in zip(servers, bases, workdirs, strict=True):
+            for _ in range(600):
+                try:
+                    if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if srv.poll() is not None:
+                    raise RuntimeError((w / "server.log").read_text())
+                time.sleep(0.2)
+        user = subprocess.run(["ps", "-o", "user=", "-p", str(servers[0].pid)],
+                              capture_output=True,
                               text=True).stdout.strip()
         mix = requests_mix(max_upload_mb)
         results: dict[str, list[tuple[int, float]]] = defaultdict(list)
@@ -189,7 +221,7 @@ def run(models: list[Path] | None, clients: int, seconds: float, max_upload_mb: 
 
         def client(seed: int) -> None:
             rnd = random.Random(seed)
-            with httpx.Client(base_url=base, timeout=120) as c:
+            with httpx.Client(base_url=bases[seed % len(bases)], timeout=120) as c:
                 while time.time() < stop:
                     name, path, filename, body, expected, key, extra = rnd.choice(mix)
                     headers = {**extra, **({"authorization": f"Bearer {keys.get(key, key)}"}
@@ -212,7 +244,7 @@ def run(models: list[Path] | None, clients: int, seconds: float, max_upload_mb: 
 
         def sampler() -> None:
             while time.time() < stop:
-                memory.append(_rss_mb(server.pid))
+                memory.append(sum(_rss_mb(srv.pid) for srv in servers))
                 time.sleep(max(0.5, seconds / (rounds * 5)))
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
@@ -221,18 +253,20 @@ def run(models: list[Path] | None, clients: int, seconds: float, max_upload_mb: 
             t.start()
         for t in threads:
             t.join()
-        alive = server.poll() is None and httpx.get(base + "/healthz").status_code == 200
+        alive = all(srv.poll() is None and httpx.get(url + "/healthz").status_code == 200
+                    for srv, url in zip(servers, bases, strict=True))
         stats = httpx.get(base + "/api/v1/stats",
                           headers={"authorization": f"Bearer {keys[VIEWER]}"}).json()
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-    outside = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")
-                     if p.name != "server.log" and not str(p.relative_to(workdir)).startswith(
-                         "data"))
+        for srv in servers:
+            srv.terminate()
+        for srv in servers:
+            try:
+                srv.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                srv.kill()
+    outside = sorted(f"{w.name}/{p.relative_to(w)}" for w in workdirs for p in w.rglob("*")
+                     if p.name != "server.log" and not str(p.relative_to(w)).startswith("data"))
     per_round = [float(max(chunk)) for chunk in np.array_split(np.array(memory), rounds)
                  if len(chunk)]
     growth = float(per_round[-1] - per_round[1]) if len(per_round) > 2 else 0.0
@@ -249,7 +283,8 @@ def run(models: list[Path] | None, clients: int, seconds: float, max_upload_mb: 
     total = sum(len(v) for v in results.values())
     five = sum(1 for v in results.values() for s, _ in v if s >= 500 or s == -1)
     report = {
-        "clients": clients, "seconds": seconds, "requests": total,
+        "replicas": replicas, "database": "postgresql" if db and "postgres" in db else
+        "sqlite", "clients": clients, "seconds": seconds, "requests": total,
         "requests_per_s": total / seconds, "server_user": user, "five_xx_or_dropped": five,
         "unexpected": len(failures), "first_unexpected": failures[:5],
         "rss_mb_per_round": [round(x, 1) for x in per_round],
@@ -270,8 +305,22 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--max-upload-mb", type=float, default=2.0)
     parser.add_argument("--json", type=Path, default=None, help="Also write the report here.")
+    parser.add_argument("--replicas", type=int, default=1, help="Servers sharing one database.")
+    parser.add_argument("--db", default=None, help="The database the replicas share.")
+    parser.add_argument("--postgres", action="store_true",
+                        help="Start a throw-away PostgreSQL server (tools/postgres.py).")
     args = parser.parse_args()
-    report = run(args.models, args.clients, args.seconds, args.max_upload_mb)
+    if args.postgres:
+        sys.path.insert(0, str(ROOT / "tools"))
+        import postgres
+
+        with postgres.temporary_server() as server:
+            db = postgres.create_database(server, "loadtest")
+            report = run(args.models, args.clients, args.seconds, args.max_upload_mb,
+                         replicas=args.replicas, db=db)
+    else:
+        report = run(args.models, args.clients, args.seconds, args.max_upload_mb,
+                     replicas=args.replicas, db=args.db)
     for name, row in report["by_request"].items():
         print(f"{name:22s} n={row['requests']:5d} statuses={row['statuses']} "
               f"p50={row['p50_ms']:.0f} ms p95={row['p95_ms']:.0f} ms p99={row['p99_ms']:.0f} ms")

@@ -64,6 +64,10 @@ def _mistakes(tmp_path, model):
         "defect model given to cutout": (["cutout", str(model), str(img), "--out",
                                           str(tmp_path / "o")],
                                          ["is a defects model", "needs a cutout model"]),
+        "URL on the local engine": (["predict", str(model), "s3://line-3/strips/*.jpg", "--out",
+                                     str(tmp_path / "o")], ["s3://", "--engine ray"]),
+        "unknown engine": (["cutout", str(img), "--out", str(tmp_path / "o"), "--engine",
+                            "spark"], ["--engine must be local or ray", "spark"]),
     }
 
 
@@ -72,7 +76,7 @@ def _mistakes(tmp_path, model):
     "corrupted weights", "unknown class id in CSV", "bad layout", "bad colour",
     "unknown backend", "unknown export format", "missing input path", "glob matching nothing",
     "folder without images", "cut-out model given to predict",
-    "defect model given to cutout"])
+    "defect model given to cutout", "URL on the local engine", "unknown engine"])
 def test_user_mistakes_get_one_clear_error(case, tmp_path, model):
     args, words = _mistakes(tmp_path, model)[case]
     result = CliRunner().invoke(app, args)

@@ -29,3 +29,4 @@ def test_service_under_concurrent_valid_and_invalid_uploads():
     assert stored["cutout"] == kinds["valid photo"]["requests"]
     if os.geteuid() == 0:
         assert report["server_user"] == "nobody"
+

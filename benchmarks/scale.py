@@ -1,0 +1,156 @@
+"""What ``--engine ray`` costs and gives on one machine, beside the local streaming path
+measured in the same run on the same images:
+
+    python benchmarks/scale.py --images 200          # steel-defects on NEU-Seg strips
+    python benchmarks/scale.py --task cutout --images 73
+
+For each engine: the whole run's wall time (Ray's start, actor start-up and model loads
+included) and the steady rate (images per second between the first and the last result
+row, from the rows' arrival times), each as a ratio to the local path. The local path
+runs as ``seglab predict`` does by default (two decoding processes, the model on every
+core); Ray with 1 worker of 2 CPUs, then 2 workers of 1 CPU each. Outputs are checked
+to be the same as the local path's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+class Arrivals:
+    """Times at which rows arrive in a results file (polled every 50 ms)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.times, self._stop = path, [], threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        seen = 0
+        while not self._stop.is_set():
+            n = len(self.path.read_text().splitlines()) if self.path.is_file() else 0
+            self.times += [time.perf_counter()] * (n - seen)
+            seen = n
+            time.sleep(0.05)
+
+    def __enter__(self) -> Arrivals:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(0.1)
+        self._stop.set()
+        self._thread.join()
+
+
+def measure(name: str, run, out: Path, log: str) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    with Arrivals(out / log) as arrivals:
+        start = time.perf_counter()
+        summary = run(out)
+        wall = time.perf_counter() - start
+    t = arrivals.times
+    steady = (len(t) - 1) / (t[-1] - t[0]) if len(t) > 2 and t[-1] > t[0] else float("nan")
+    row = {"engine": name, "images": summary.images, "wall_s": round(wall, 2),
+           "images_per_s": round(summary.images / wall, 3),
+           "steady_images_per_s": round(steady, 3),
+           "first_row_s": round(t[0] - start, 2) if t else None}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=["defects", "cutout"], default="defects")
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    import torch
+
+    from seglab.engines import raydata
+    from seglab.infer.predictor import load_model
+
+    if args.task == "defects":
+        model, log = "steel-defects", "summary.jsonl"
+        sources = sorted((DATA / "neu-seg" / "images").glob("*.jpg"))[:args.images]
+    else:
+        model, log = "jewellery-cutout", "results.jsonl"
+        sources = sorted((DATA / "jewellery-scenes").rglob("*.jpg"))[:args.images]
+    tmp = Path(tempfile.mkdtemp(prefix="seglab-scale-"))
+    folder = tmp / "in"
+    folder.mkdir()
+    for i, src in enumerate(sources):
+        shutil.copy(src, folder / f"{i:04d}{src.suffix}")
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(cores)
+
+    def local(out: Path):
+        predictor = load_model(model, backend="torch", task=args.task)
+        if args.task == "defects":
+            from seglab.defects.batch import predict_files
+
+            return predict_files(predictor, [folder], out, batch_size=args.batch_size,
+                                 workers=2, progress=False)
+        from seglab.cutout.batch import cutout_files
+
+        return cutout_files(predictor, [folder], out, batch_size=args.batch_size, workers=2,
+                            progress=False)
+
+    def on_ray(workers: int):
+        def run(out: Path):
+            fn = raydata.predict_files if args.task == "defects" else raydata.cutout_files
+            return fn(model, [folder], out, batch_size=args.batch_size, backend="torch",
+                      workers=workers, cpus_per_worker=cores / workers, progress=False)
+        return run
+
+    rows = [measure("local (streaming, 2 decoders)", local, tmp / "local", log)]
+    for workers in (1, 2):
+        rows.append(measure(f"ray, {workers} worker(s) x {cores // workers} CPU",
+                            on_ray(workers), tmp / f"ray{workers}", log))
+        same = (tmp / f"ray{workers}" / log).read_text() == (tmp / "local" / log).read_text()
+        rows[-1]["same_rows_as_local"] = same
+    base = rows[0]
+    for row in rows:
+        row["wall_ratio"] = round(base["wall_s"] / row["wall_s"], 3)
+        row["steady_ratio"] = round(row["steady_images_per_s"] / base["steady_images_per_s"], 3)
+    report = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+              "cpu": _cpu_name(), "cores": cores, "task": args.task,
+              "model": model, "images": len(sources), "batch_size": args.batch_size,
+              "rows": rows}
+    print(f"\n{args.task}, {len(sources)} images, {model}, {report['cpu']}, {cores} cores")
+    print("| engine | wall s | images/s | vs local | steady images/s | vs local | first row s "
+          "| same rows |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['engine']} | {r['wall_s']} | {r['images_per_s']} | {r['wall_ratio']}x | "
+              f"{r['steady_images_per_s']} | {r['steady_ratio']}x | {r['first_row_s']} | "
+              f"{r.get('same_rows_as_local', '-')} |")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    shutil.rmtree(tmp, ignore_errors=True)
+    sys.exit(0 if all(r.get("same_rows_as_local", True) for r in rows) else 1)
+
+
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+if __name__ == "__main__":
+    main()
