@@ -247,3 +247,33 @@ def test_a_jpeg_whose_data_ends_before_its_header_says_is_corrupt(tmp_path):
     cmyk = io.BytesIO()
     Image.new("CMYK", (32, 32), (0, 50, 100, 0)).save(cmyk, "JPEG")
     assert read_image(cmyk.getvalue()).shape == (32, 32, 3)
+
+
+def test_url_inputs_are_listed_and_read_through_fsspec(tmp_path):
+    """What --engine ray does with s3:// (here fsspec's in-memory store, the same code path):
+    a prefix read as a folder, a glob, one object; a missing or corrupt object is a clear
+    ImageReadError, never a crash."""
+    import fsspec
+
+    from seglab.data.images import encode_png, list_sources, read_source
+    from seglab.errors import ImageReadError, SeglabError
+
+    fs = fsspec.filesystem("memory")
+    strip = np.zeros((8, 20, 3), np.uint8)
+    strip[:, 10:] = 200
+    for name in ("line-3/a.png", "line-3/b.png", "line-3/sub/c.png", "line-3/notes.txt"):
+        fs.pipe_file(f"/seglab-io/{name}", encode_png(strip) if name.endswith(".png") else b"x")
+    fs.pipe_file("/seglab-io/line-3/broken.png", b"\x89PNG not really")
+    folder = list_sources("memory://seglab-io/line-3")
+    assert [s.rsplit("/", 1)[-1] for s in folder] == ["a.png", "b.png", "broken.png", "c.png"]
+    listed = list_sources("memory://seglab-io/line-3/*.png", str(tmp_path / "x.png"))
+    assert listed == [fs.unstrip_protocol(f"/seglab-io/line-3/{n}")
+                      for n in ("a.png", "b.png", "broken.png")] + [str(tmp_path / "x.png")]
+    assert all(s.startswith("memory://") for s in listed[:3])
+    assert np.array_equal(read_source("memory://seglab-io/line-3/sub/c.png"), strip)
+    with pytest.raises(ImageReadError, match="not found"):
+        read_source("memory://seglab-io/line-3/gone.png")
+    with pytest.raises(ImageReadError, match="broken.png"):
+        read_source("memory://seglab-io/line-3/broken.png")
+    with pytest.raises(SeglabError, match="no files match"):
+        list_sources("memory://seglab-io/line-9/*.jpg")
