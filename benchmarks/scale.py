@@ -77,6 +77,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--record", type=Path, default=None,
+                        help="Append this run's table, with date and CPU, to this Markdown "
+                             "file (benchmarks/SCALE.md); earlier runs are kept.")
     args = parser.parse_args()
 
     import torch
@@ -131,14 +134,22 @@ def main() -> None:
               "cpu": _cpu_name(), "cores": cores, "task": args.task,
               "model": model, "images": len(sources), "batch_size": args.batch_size,
               "rows": rows}
-    print(f"\n{args.task}, {len(sources)} images, {model}, {report['cpu']}, {cores} cores")
-    print("| engine | wall s | images/s | vs local | steady images/s | vs local | first row s "
-          "| same rows |")
-    print("|---|---|---|---|---|---|---|---|")
+    lines = [f"## {report['date']}: {args.task}, {len(sources)} images, {model}", "",
+             f"{report['cpu']}, {cores} cores; `python benchmarks/scale.py --task {args.task} "
+             f"--images {args.images} --batch-size {args.batch_size}`", "",
+             "| engine | wall s | images/s | vs local | steady images/s | vs local | "
+             "first row s | same rows as local |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        print(f"| {r['engine']} | {r['wall_s']} | {r['images_per_s']} | {r['wall_ratio']}x | "
-              f"{r['steady_images_per_s']} | {r['steady_ratio']}x | {r['first_row_s']} | "
-              f"{r.get('same_rows_as_local', '-')} |")
+        lines.append(f"| {r['engine']} | {r['wall_s']} | {r['images_per_s']} | "
+                     f"{r['wall_ratio']}x | {r['steady_images_per_s']} | {r['steady_ratio']}x | "
+                     f"{r['first_row_s']} | {r.get('same_rows_as_local', '-')} |")
+    print("\n" + "\n".join(lines))
+    if args.record:
+        head = "" if args.record.exists() else (
+            "# `--engine ray` against the local streaming path, on one machine\n\n"
+            "Written by `benchmarks/scale.py --record`; each run appends its own section.\n\n")
+        with open(args.record, "a", encoding="utf-8") as f:
+            f.write(head + "\n".join(lines) + "\n\n")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -101,7 +101,6 @@ class _Runner:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from seglab.cutout.remove import remove_batch
-        from seglab.cutout.sheet import review_row
 
         ok = [i for i, e in enumerate(batch["error"]) if not e]
         images = [np.array(batch["image"][i]) for i in ok]  # writable copies
@@ -128,6 +127,8 @@ class _Runner:
                     soft_edges=self.options["soft_edges"],
                     mask_only=self.options["mask_only"])))
                 if int(batch["index"][i]) < self.options["review_limit"]:
+                    from seglab.cutout.sheet import review_row  # matplotlib: cut-outs only
+
                     review = pickle.dumps(review_row(_path_of(source).name, cut))
             reviews.append(review)
         return {"line": np.array(lines, dtype=object), "review": np.array(reviews, dtype=object)}
