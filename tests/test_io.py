@@ -273,7 +273,7 @@ def test_url_inputs_are_listed_and_read_through_fsspec(tmp_path):
     assert np.array_equal(read_source("memory://seglab-io/line-3/sub/c.png"), strip)
     with pytest.raises(ImageReadError, match="not found"):
         read_source("memory://seglab-io/line-3/gone.png")
-    with pytest.raises(ImageReadError, match="broken.png"):
+    with pytest.raises(ImageReadError, match=r"broken\.png"):
         read_source("memory://seglab-io/line-3/broken.png")
     with pytest.raises(SeglabError, match="no files match"):
         list_sources("memory://seglab-io/line-9/*.jpg")
