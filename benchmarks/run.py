@@ -551,8 +551,44 @@ BENCHES = {"unet": bench_unet, "cutout": bench_cutout, "rle": bench_rle, "synth"
            "train": bench_train}
 
 
+TABLE_HEAD = ["| bench | case | unit | baseline | seglab | ratio | notes |",
+              "|---|---|---|---:|---:|---:|---|"]
+
+
+def cpu_kind() -> str:
+    """This CPU as the section heading of RESULTS.md: model name and the features that
+    decide which backend is fastest (bf16 and int8 kernels), as ``auto`` sees them."""
+    from seglab.infer.runtimes import cpu_signature
+
+    name, features, _threads = cpu_signature().split(" | ")
+    return f"{name} ({features})"
+
+
+def read_sections(text: str) -> tuple[dict[str, list[str]], list[str]]:
+    """RESULTS.md as {cpu kind: section lines} and the order they appear in. A file from
+    before sections existed (one table, ``- Machine:`` line) becomes one section named by
+    that line, so its rows are kept, never re-attributed to this CPU."""
+    sections: dict[str, list[str]] = {}
+    order: list[str] = []
+    current: str | None = None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            current = line[3:].strip()
+            order.append(current)
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line)
+    if not order and "| bench |" in text:  # the single-table layout
+        machine = next((ln.split(":", 1)[1].split(",")[0].strip() for ln in text.splitlines()
+                        if ln.startswith("- Machine:")), "an earlier machine")
+        current = f"{machine} (features not recorded)"
+        order, sections[current] = [current], ["", *text.splitlines()[2:]]
+    return sections, order
+
+
 def write_results(path: Path, started: str, benches: list[str]) -> None:
-    """Write the table; rows of benchmarks not run this time are kept from the last file."""
+    """Rewrite this CPU kind's section of ``path``; the other kinds' sections stay as they
+    are, and rows of benchmarks not run this time stay in this one."""
     import onnxruntime
     import segmentation_models_pytorch as smp
 
@@ -562,34 +598,36 @@ def write_results(path: Path, started: str, benches: list[str]) -> None:
         ov = openvino.__version__
     except ImportError:  # pragma: no cover
         ov = "not installed"
-    from seglab.training.trainer import hardware
 
-    cpu = hardware()["cpu"]
+    kind = cpu_kind()
+    sections, order = read_sections(path.read_text(encoding="utf-8")) if path.exists() else (
+        {}, [])
     kept = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if line.startswith("| ") and cells[0] in BENCHES and cells[0] not in benches:
-                kept.append(line)
-    lines = [
-        "# seglab benchmark results", "",
+    for line in sections.get(kind, []):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and cells[0] in BENCHES and cells[0] not in benches:
+            kept.append(line)
+    sections[kind] = [
+        "",
         f"Last run {started}: `python benchmarks/run.py {' '.join(sys.argv[1:])}` "
-        f"({', '.join(benches)}; rows of other benchmarks are from earlier runs on the same "
-        "machine).", "",
-        f"- Machine: {cpu}, {os.cpu_count()} cores visible, torch threads "
-        f"{torch.get_num_threads()}",
+        f"({', '.join(benches)}; rows of other benchmarks are from earlier runs on this "
+        "kind of CPU).", "",
+        f"- Machine: {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}",
         f"- Software: Python {platform.python_version()}, torch {torch.__version__}, "
         f"smp {smp.__version__}, onnxruntime {onnxruntime.__version__}, openvino {ov}",
         "- Every ratio is seglab / baseline, both measured in the same run.", "",
-        "| bench | case | unit | baseline | seglab | ratio | notes |",
-        "|---|---|---|---:|---:|---:|---|",
-        *kept,
-    ]
-    for r in rows:
-        lines.append(f"| {r['bench']} | {r['case']} | {r['unit']} | {r['baseline']:.2f} | "
-                     f"{r['seglab']:.2f} | {r['ratio']:.2f}x | {r['extra']} |")
+        *TABLE_HEAD, *kept,
+        *(f"| {r['bench']} | {r['case']} | {r['unit']} | {r['baseline']:.2f} | "
+          f"{r['seglab']:.2f} | {r['ratio']:.2f}x | {r['extra']} |" for r in rows), ""]
+    if kind not in order:
+        order.insert(0, kind)
+    lines = ["# seglab benchmark results", "",
+             "One section per kind of CPU (model name and the features that decide which "
+             "backend is fastest); a run rewrites only its own CPU's section.", ""]
+    for name in order:
+        lines += [f"## {name}", *sections[name]]
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
