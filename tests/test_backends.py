@@ -120,6 +120,35 @@ def test_int8_falls_back_to_fp32_layers_until_masks_agree(model_dir, tmp_path):
     assert dice > info["plain_int8_mask_dice"]
 
 
+def test_int8_fallback_also_holds_the_class_probabilities(model_dir, tmp_path):
+    """Masks that agree are not enough: when int8 moves a class probability past its
+    limit, accuracy control returns layers to fp32 until the probabilities hold too."""
+    import torch
+
+    _, strips = model_dir
+    torch.manual_seed(1)
+    recipe = load_recipe("cpu-demo", {"model": {"encoder_depth": 3,
+                                                "decoder_channels": [16, 8, 8]},
+                                      "data": {"input_size": [64, 320]}})
+    folder = modelfolder.save(tmp_path / "model", build(recipe.model),
+                              modelfolder.ModelConfig.from_recipe(recipe))
+    samples = exporting.sample_inputs(folder, strips)
+    net = modelfolder.load_net(folder)[0]
+    exporting.export_onnx(net, tmp_path / "m.onnx", tuple(samples.shape[1:]))
+    logits, classes = runtimes.TorchBackend(net)(samples)
+    scores = runtimes.sigmoid(classes).astype(np.float64)
+    out = tmp_path / "q.xml"
+    info = exporting.quantize_openvino_int8(
+        tmp_path / "m.onnx", out, samples, logits >= 0, min_dice=0.5, max_gap=1.0,
+        reference_scores=scores, max_prob_diff=1e-4, prob_margin=1.0, max_reverted=3)
+    assert info["plain_int8_mask_dice"] >= 0.5  # masks alone would have passed plain int8
+    assert info["plain_int8_prob_moved"] > 1e-4  # ... but the probabilities moved
+    assert len(info["fp32_convolutions"]) >= 1 and info["int8_convolutions"] > 0
+    run = runtimes.OpenVinoBackend(out, name="openvino-int8")
+    moved = float(np.abs(runtimes.sigmoid(run(samples)[1]) - scores).max())
+    assert moved < info["plain_int8_prob_moved"]
+
+
 def test_export_refuses_a_model_that_disagrees(model_dir, tmp_path, monkeypatch):
     folder, strips = model_dir
     samples = exporting.sample_inputs(folder, strips)

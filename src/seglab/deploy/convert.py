@@ -66,39 +66,59 @@ def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray) -> None:
 def quantize_openvino_int8(fp32: Path, out: Path, calibration: np.ndarray,
                            reference_masks: np.ndarray, *, threshold: float = 0.5,
                            min_dice: float = 0.995, target: float | None = None,
+                           reference_scores: np.ndarray | None = None,
+                           max_prob_diff: float = 0.02, prob_margin: float = 0.75,
                            max_reverted: int = 40, max_gap: float = 0.05) -> dict[str, Any]:
     """Int8 OpenVINO model from NNCF post-training quantisation, with per-layer fp32 fallback.
 
     Plain quantisation first. Its masks must agree with ``reference_masks`` (the
-    fp32 masks of ``calibration``) by ``target`` (default ``min_dice``); below that,
-    NNCF's accuracy control ranks the quantised layers by how much they cost and returns them to
-    fp32 one at a time (at most ``max_reverted``) until the masks agree.
-    Hand-writing that search would duplicate NNCF; seglab only supplies the metric
-    (mask agreement). The search compiles the model once per quantised layer, so
-    it runs only when plain int8 is within ``max_gap`` of ``min_dice``: a model
-    that int8 breaks (EfficientNet's depthwise layers: Dice 0.6) is refused in
-    seconds, not hours.
+    fp32 masks of ``calibration``) by ``target`` (default ``min_dice``), and, when
+    ``reference_scores`` (the fp32 image-level class probabilities) are given, no class
+    probability may move by more than ``prob_margin * max_prob_diff`` (a margin, as the
+    export check also judges images calibration never saw). Below either, NNCF's
+    accuracy control ranks the quantised layers by how much they cost and returns them
+    to fp32 one at a time (at most ``max_reverted``) until both hold: its metric is
+    ``min(mask agreement, 1 - (1 - target) * moved / limit)``, which reaches ``target``
+    exactly where the probabilities reach their limit, so one search serves both.
+    Hand-writing that search would duplicate NNCF; seglab only supplies the metric.
+    The search compiles the model once per quantised layer, so it runs only when
+    plain int8 masks are within ``max_gap`` of ``min_dice``: a model that int8 breaks
+    (EfficientNet's depthwise layers: Dice 0.6) is refused in seconds, not hours.
     """
     import nncf
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     logit = float(np.log(threshold / (1.0 - threshold)))
+    target = min_dice if target is None else target
+    limit = prob_margin * max_prob_diff
+
+    def measure(compiled: Any, items: Any) -> tuple[float, float]:
+        masks, refs, moved = [], [], 0.0
+        for x, ref, ref_score in items:
+            result = compiled(x)
+            masks.append(np.asarray(result[0]) >= logit)
+            refs.append(ref)
+            if ref_score is not None:
+                probs = 1.0 / (1.0 + np.exp(-np.asarray(result[1], np.float64)))
+                moved = max(moved, float(np.abs(probs - ref_score).max(initial=0.0)))
+        return agreement(np.concatenate(masks), np.concatenate(refs)), moved
 
     def score(compiled: Any, items: Any) -> float:
-        pairs = [(np.asarray(compiled(x)[0]) >= logit, ref) for x, ref in items]
-        return agreement(np.concatenate([p for p, _ in pairs]),
-                         np.concatenate([r for _, r in pairs]))
+        dice, moved = measure(compiled, items)
+        return min(dice, 1.0 - (1.0 - target) * moved / limit)
 
     core = ov.Core()
-    items = [(calibration[i:i + 1], reference_masks[i:i + 1]) for i in range(len(calibration))]
+    items = [(calibration[i:i + 1], reference_masks[i:i + 1],
+              None if reference_scores is None else reference_scores[i:i + 1])
+             for i in range(len(calibration))]
     data = nncf.Dataset(items, lambda item: item[0])
     quantized = nncf.quantize(core.read_model(str(fp32)), data, subset_size=len(items))
     config = {"INFERENCE_PRECISION_HINT": "f32"}
-    dice = score(core.compile_model(quantized, "CPU", config), items)
-    info: dict[str, Any] = {"plain_int8_mask_dice": round(dice, 6)}
-    target = min_dice if target is None else target
-    if min_dice - max_gap <= dice < target:
+    dice, moved = measure(core.compile_model(quantized, "CPU", config), items)
+    info: dict[str, Any] = {"plain_int8_mask_dice": round(dice, 6),
+                            "plain_int8_prob_moved": round(moved, 6)}
+    if min_dice - max_gap <= dice and (dice < target or moved > limit):
         quantized = nncf.quantize_with_accuracy_control(
             core.read_model(str(fp32)), data, data, score, max_drop=1.0 - target,
             drop_type=nncf.DropType.ABSOLUTE, subset_size=len(items),

@@ -116,7 +116,9 @@ def export(model_dir: str | os.PathLike[str], *,
         elif name == "openvino-int8":
             quantized = quantize_openvino_int8(folder / ONNX_FILE, folder / OV_INT8_FILE,
                                                calibration, ref_masks[:len(calibration)],
-                                               threshold=threshold, min_dice=min_dice)
+                                               threshold=threshold, min_dice=min_dice,
+                                               reference_scores=sigmoid(ref_cls[:len(calibration)]),
+                                               max_prob_diff=max_prob_diff)
         # A copy each: torch-bf16 converts its network to channels-last in place.
         backend = open_backend(name, copy.deepcopy(net), folder)
         logits, cls = backend(samples)
