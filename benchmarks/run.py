@@ -1,7 +1,7 @@
 """seglab's benchmark suite: each figure beside a baseline measured in the same run.
 
     python benchmarks/run.py            # everything, writes benchmarks/RESULTS.md
-    python benchmarks/run.py rle synth  # some of: unet, cutout, rle, synth, train
+    python benchmarks/run.py rle synth  # some of: unet, cutout, zoo, rle, synth, train
 
 Weights are never downloaded: the U-Nets are built with ``encoder_weights=None``.
 Throughput does not depend on weight values, but mask agreement does (a random
@@ -136,6 +136,70 @@ def bench_unet(repeats: int) -> None:
                     report("unet", f"{size[0]}x{size[1]} batch {n} {name}", "img/s", base,
                            value, f"mask Dice vs fp32 {check['mask_dice']:.4f} on the 16 export "
                            f"strips{held}, {far:.4f} on 20 unseen; {verdict}")
+
+
+ZOO_IMAGES = {"steel-defects": "neu-seg/images", "jewellery-cutout": "jewellery-scenes"}
+"""Real images of each zoo model's kind: the first 16 go to the export check (int8
+calibrates on 8 and is judged on the other 8 too), the next 20 are never seen by it."""
+
+
+def bench_zoo(repeats: int) -> None:
+    """3. The shipped zoo models: eager fp32 vs each backend that `seglab export` checks.
+
+    Each model is exported from a copy of its folder on 16 real images of its kind,
+    exactly as a user's ``seglab export NAME --samples ...`` does, then every backend
+    is timed on those images at batch 1 and 8 beside eager fp32 smp in the same run,
+    and its masks are compared on 20 more real images the export never saw.
+    """
+    import shutil
+
+    from seglab import deploy as exporting
+    from seglab.data.images import list_images
+    from seglab.infer import runtimes
+    from seglab.models import folder as modelfolder
+    from seglab.models import zoo
+
+    for name in zoo.names():
+        files = list_images(SHARED / ZOO_IMAGES.get(name, "")) if name in ZOO_IMAGES else []
+        if len(files) < 36:
+            print(f"zoo      {name}: skipped (needs 36 real images in ../shared/data)")
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(shutil.copytree(zoo.resolve(name), Path(tmp) / name))
+            samples = exporting.sample_inputs(folder, files[:16], count=16)
+            other = exporting.sample_inputs(folder, files[16:36], count=20)
+            t = time.perf_counter()
+            record = exporting.export(folder, samples=samples, keep_refused=True)
+            print(f"zoo      {name} export: {time.perf_counter() - t:.0f} s", flush=True)
+            net = modelfolder.load_net(folder)[0]
+            raw = net.net.eval()
+            with torch.inference_mode():
+                ref_other = np.concatenate([net(torch.from_numpy(other[i:i + 4]))[0].numpy()
+                                            for i in range(0, len(other), 4)]) >= 0
+            hw = "x".join(map(str, samples.shape[2:]))
+            for n in (1, 8):
+                xt = torch.from_numpy(samples[:n])
+
+                def eager(raw: torch.nn.Module = raw, xt: torch.Tensor = xt) -> None:
+                    with torch.inference_mode():
+                        raw(xt)
+
+                base = n / timed(eager, repeats)
+                for backend in ("torch-bf16", "onnx", "openvino", "openvino-bf16", "onnx-int8",
+                                "openvino-int8"):
+                    check = record["backends"].get(backend, {})
+                    if "mask_dice" not in check:
+                        continue
+                    run = runtimes.open_backend(backend, net, folder)
+                    value = n / timed(lambda run=run, x=samples[:n]: run(x), repeats)
+                    seen = np.concatenate([run(other[i:i + 4])[0]
+                                           for i in range(0, len(other), 4)])
+                    verdict = ("passed" if check["passed"] else
+                               f"REFUSED by the export check: {check['refused_because']}")
+                    report("zoo", f"{name} {hw} batch {n} {backend}", "img/s", base, value,
+                           f"mask Dice vs fp32 {check['mask_dice']:.4f} on 16 real images, "
+                           f"{exporting.agreement(seen >= 0, ref_other):.4f} on 20 unseen; "
+                           f"{verdict}")
 
 
 def _inputs(images: list[np.ndarray], size: tuple[int, int], config) -> np.ndarray:
@@ -547,8 +611,8 @@ def bench_train(repeats: int) -> None:
            fp32_loop, seglab_trainer(True), "target: ratio >= 1.5")
 
 
-BENCHES = {"unet": bench_unet, "cutout": bench_cutout, "rle": bench_rle, "synth": bench_synth,
-           "train": bench_train}
+BENCHES = {"unet": bench_unet, "cutout": bench_cutout, "zoo": bench_zoo, "rle": bench_rle,
+           "synth": bench_synth, "train": bench_train}
 
 
 TABLE_HEAD = ["| bench | case | unit | baseline | seglab | ratio | notes |",
