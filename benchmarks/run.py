@@ -367,6 +367,26 @@ class _PlainCutout:
         return buf.getvalue()
 
 
+def _cutouts(tmp: Path) -> Path:
+    """Real RGBA cut-outs: ../shared's when it is there, else the package's sample photos
+    (MIT-licensed, shipped with their masks) cut out into RGBA PNGs."""
+    fg_dir = SHARED / "jewellery-cutouts"
+    if fg_dir.is_dir():
+        return fg_dir
+    from PIL import Image
+
+    from seglab.demo import samples_folder
+
+    out = tmp / "cutouts"
+    out.mkdir(parents=True, exist_ok=True)
+    for image in sorted((samples_folder() / "jewellery" / "images").glob("*.jpg")):
+        mask = Image.open(image.parent.parent / "masks" / f"{image.stem}.png").convert("L")
+        rgba = Image.open(image).convert("RGB")
+        rgba.putalpha(mask)
+        rgba.save(out / f"{image.stem}.png")
+    return out
+
+
 def _fit_cutout(net: torch.nn.Module, recipe, config, tmp: Path, steps: int = 100
                 ) -> np.ndarray:
     """Fit the cut-out U-Net to 8 composites so its masks are confident (as for the ResNet50).
@@ -377,15 +397,11 @@ def _fit_cutout(net: torch.nn.Module, recipe, config, tmp: Path, steps: int = 10
     import cv2
 
     from seglab.data import synth
-    from seglab.demo import make_jewels
     from seglab.infer.predictor import preprocess
     from seglab.recipes import SynthSpec
 
     spec = (recipe.data.synth or SynthSpec()).model_copy(update={"size": (256, 256)})
-    fg_dir = SHARED / "jewellery-cutouts"
-    if not fg_dir.is_dir():
-        fg_dir = make_jewels(tmp / "jewels", 8, seed=0)
-    fgs, _ = synth.load_foregrounds(fg_dir, spec)
+    fgs, _ = synth.load_foregrounds(_cutouts(tmp), spec)
     make = synth.Synthesizer(spec, fgs, seed=0)
     comps = [make(i) for i in range(8)]
     mean = np.asarray(config.normalization.mean, np.float32) * 255
@@ -489,17 +505,13 @@ def bench_rle(repeats: int) -> None:
 def bench_synth(repeats: int) -> None:
     """4. Composites/s at 512x512 vs the images/s a training step consumes, same cores."""
     from seglab.data import synth
-    from seglab.demo import make_jewels
     from seglab.recipes import load_recipe
 
     recipe = load_recipe("jewellery-unet-effb3", {"data": {"input_size": [512, 512]}})
     spec = recipe.data.synth or __import__("seglab.recipes", fromlist=["SynthSpec"]).SynthSpec()
     spec = spec.model_copy(update={"size": (512, 512)})
     with tempfile.TemporaryDirectory() as tmp:
-        fg_dir = SHARED / "jewellery-cutouts"
-        if not fg_dir.is_dir():
-            fg_dir = make_jewels(Path(tmp) / "jewels", 8, seed=0)
-        fgs, _ = synth.load_foregrounds(fg_dir, spec)
+        fgs, _ = synth.load_foregrounds(_cutouts(Path(tmp)), spec)
         rooms = synth.list_photos([SHARED / "backgrounds" / "rooms"]) if SHARED.is_dir() else []
         hands = synth.list_photos([SHARED / "backgrounds" / "hands"]) if SHARED.is_dir() else []
         s = synth.Synthesizer(spec, fgs, rooms, hands, seed=0)
@@ -710,7 +722,7 @@ def main() -> None:
     for name in chosen:
         print(f"== {name}: {BENCHES[name].__doc__.strip().splitlines()[0]}", flush=True)
         BENCHES[name](args.repeats)
-    write_results(args.out, started, chosen)
+        write_results(args.out, started, chosen)  # after each: a later crash loses nothing
     print(f"results: {args.out}")
 
 
