@@ -282,13 +282,13 @@ def bench_cutout(repeats: int) -> None:
 
         def request() -> None:
             for data in payloads:
-                encode_png(remove(best, read_image(data)).shown())
+                encode_png(remove(read_image(data), best).shown())
 
         def plain() -> None:
             for data in payloads:
                 baseline(data)
 
-        same = sum(baseline.accepted(d) == remove(best, read_image(d)).decision.accepted
+        same = sum(baseline.accepted(d) == remove(read_image(d), best).decision.accepted
                    for d in payloads)
         base = len(payloads) / timed(plain, repeats)
         value = len(payloads) / timed(request, repeats)
