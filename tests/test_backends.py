@@ -149,6 +149,23 @@ def test_int8_fallback_also_holds_the_class_probabilities(model_dir, tmp_path):
     assert moved < info["plain_int8_prob_moved"]
 
 
+def test_int8_accuracy_control_is_skipped_on_models_too_large_to_rank(model_dir, tmp_path):
+    """Ranking costs one pass over the calibration images per quantised operation: past
+    ``max_ranked_ops`` the plain int8 model is kept (and judged) instead of searching."""
+    _, strips = model_dir
+    folder = model_dir[0]
+    samples = exporting.sample_inputs(folder, strips)
+    net = modelfolder.load_net(folder)[0]
+    exporting.export_onnx(net, tmp_path / "m.onnx", tuple(samples.shape[1:]))
+    logits, _ = runtimes.TorchBackend(net)(samples)
+    info = exporting.quantize_openvino_int8(tmp_path / "m.onnx", tmp_path / "q.xml", samples,
+                                            logits >= 0, min_dice=1.0, max_gap=1.0,
+                                            max_ranked_ops=1)
+    assert info["quantized_operations"] > 1
+    assert info["accuracy_control"].startswith(f"skipped: {info['quantized_operations']} ")
+    assert info["int8_convolutions"] > 0 and (tmp_path / "q.xml").is_file()
+
+
 def test_export_refuses_a_model_that_disagrees(model_dir, tmp_path, monkeypatch):
     folder, strips = model_dir
     samples = exporting.sample_inputs(folder, strips)
