@@ -77,7 +77,6 @@ def bench_unet(repeats: int) -> None:
     import segmentation_models_pytorch as smp
 
     from seglab import deploy as exporting
-    from seglab.infer import runtimes
     from seglab.models import folder as modelfolder
     from seglab.models.network import SegmentationNet
     from seglab.recipes import load_recipe
@@ -105,42 +104,61 @@ def bench_unet(repeats: int) -> None:
             fallback = record["backends"].get("openvino-int8", {}).get("fp32_convolutions", [])
             print(f"unet     export {size[0]}x{size[1]}: {time.perf_counter() - t:.0f} s "
                   f"({len(fallback)} convolutions kept in fp32 by openvino-int8)", flush=True)
-            checks = record["backends"]
+            for n, name, check, base, value, far in _backend_rows(
+                    net, folder, record["backends"], batch, other, repeats):
+                if value is None:
+                    print(f"unet     {name}: {check.get('error', 'not checked')}")
+                    continue
+                held = (f", {check['heldout_mask_dice']:.4f} on the 8 held out from "
+                        f"calibration" if "heldout_mask_dice" in check else "")
+                report("unet", f"{size[0]}x{size[1]} batch {n} {name}", "img/s", base, value,
+                       f"mask Dice vs fp32 {check['mask_dice']:.4f} on the 16 export "
+                       f"strips{held}, {far:.4f} on 20 unseen; {_verdict(check)}")
+
+
+def _backend_rows(net: torch.nn.Module, folder: Path, checks: dict, samples: np.ndarray,
+                  other: np.ndarray, repeats: int):
+    """Yield (batch, backend, check, eager img/s, backend img/s, mask agreement on ``other``)
+    for every backend the export checked, at batch 1 and 8; the two figures are None
+    for a backend the export could not check."""
+    from seglab import deploy as exporting
+    from seglab.infer import runtimes
+
+    def masks(run) -> np.ndarray:
+        return np.concatenate([run(other[i:i + 4])[0] for i in range(0, len(other), 4)]) >= 0
+
+    raw = net.net.eval()
+    with torch.inference_mode():
+        ref_other = masks(lambda x: [t.numpy() for t in net(torch.from_numpy(x))])
+    for n in (1, 8):
+        xt = torch.from_numpy(samples[:n])
+
+        def eager(xt: torch.Tensor = xt) -> None:
             with torch.inference_mode():
-                ref_other = np.concatenate([raw(torch.from_numpy(other[i:i + 4]))[0].numpy()
-                                            for i in range(0, len(other), 4)]) >= 0
-            for n in (1, 8):
-                x = batch[:n]
-                xt = torch.from_numpy(x)
+                raw(xt)
 
-                def eager(raw: torch.nn.Module = raw, xt: torch.Tensor = xt) -> None:
-                    with torch.inference_mode():
-                        raw(xt)
+        base = n / timed(eager, repeats)
+        for name in TIMED:
+            check = checks.get(name, {})
+            if "mask_dice" not in check:
+                yield n, name, check, base, None, None
+                continue
+            run = runtimes.open_backend(name, net, folder)
+            value = n / timed(lambda run=run, x=samples[:n]: run(x), repeats)
+            yield n, name, check, base, value, exporting.agreement(masks(run), ref_other)
 
-                base = n / timed(eager, repeats)
-                for name in ("torch-bf16", "onnx", "openvino", "openvino-bf16", "onnx-int8",
-                             "openvino-int8"):
-                    check = checks.get(name, {})
-                    if "mask_dice" not in check:
-                        print(f"unet     {name}: {check.get('error', 'not checked')}")
-                        continue
-                    run = runtimes.open_backend(name, net, folder)
-                    value = n / timed(lambda run=run, x=x: run(x), repeats)
-                    seen = np.concatenate([run(other[i:i + 4])[0] for i in range(0, len(other),
-                                                                                 4)])
-                    far = exporting.agreement(seen >= 0, ref_other)
-                    held = (f", {check['heldout_mask_dice']:.4f} on the 8 held out from "
-                            f"calibration" if "heldout_mask_dice" in check else "")
-                    verdict = ("passed" if check["passed"] else
-                               f"REFUSED by the export check: {check['refused_because']}")
-                    report("unet", f"{size[0]}x{size[1]} batch {n} {name}", "img/s", base,
-                           value, f"mask Dice vs fp32 {check['mask_dice']:.4f} on the 16 export "
-                           f"strips{held}, {far:.4f} on 20 unseen; {verdict}")
+
+def _verdict(check: dict) -> str:
+    return ("passed" if check["passed"] else
+            f"REFUSED by the export check: {check['refused_because']}")
 
 
 ZOO_IMAGES = {"steel-defects": "neu-seg/images", "jewellery-cutout": "jewellery-scenes"}
 """Real images of each zoo model's kind: the first 16 go to the export check (int8
 calibrates on 8 and is judged on the other 8 too), the next 20 are never seen by it."""
+
+TIMED = ("torch-bf16", "onnx", "openvino", "openvino-bf16", "onnx-int8", "openvino-int8")
+"""The backends timed beside eager fp32, in the order RESULTS.md lists them."""
 
 
 def bench_zoo(repeats: int) -> None:
@@ -155,7 +173,6 @@ def bench_zoo(repeats: int) -> None:
 
     from seglab import deploy as exporting
     from seglab.data.images import list_images
-    from seglab.infer import runtimes
     from seglab.models import folder as modelfolder
     from seglab.models import zoo
 
@@ -172,34 +189,13 @@ def bench_zoo(repeats: int) -> None:
             record = exporting.export(folder, samples=samples, keep_refused=True)
             print(f"zoo      {name} export: {time.perf_counter() - t:.0f} s", flush=True)
             net = modelfolder.load_net(folder)[0]
-            raw = net.net.eval()
-            with torch.inference_mode():
-                ref_other = np.concatenate([net(torch.from_numpy(other[i:i + 4]))[0].numpy()
-                                            for i in range(0, len(other), 4)]) >= 0
             hw = "x".join(map(str, samples.shape[2:]))
-            for n in (1, 8):
-                xt = torch.from_numpy(samples[:n])
-
-                def eager(raw: torch.nn.Module = raw, xt: torch.Tensor = xt) -> None:
-                    with torch.inference_mode():
-                        raw(xt)
-
-                base = n / timed(eager, repeats)
-                for backend in ("torch-bf16", "onnx", "openvino", "openvino-bf16", "onnx-int8",
-                                "openvino-int8"):
-                    check = record["backends"].get(backend, {})
-                    if "mask_dice" not in check:
-                        continue
-                    run = runtimes.open_backend(backend, net, folder)
-                    value = n / timed(lambda run=run, x=samples[:n]: run(x), repeats)
-                    seen = np.concatenate([run(other[i:i + 4])[0]
-                                           for i in range(0, len(other), 4)])
-                    verdict = ("passed" if check["passed"] else
-                               f"REFUSED by the export check: {check['refused_because']}")
+            for n, backend, check, base, value, far in _backend_rows(
+                    net, folder, record["backends"], samples, other, repeats):
+                if value is not None:
                     report("zoo", f"{name} {hw} batch {n} {backend}", "img/s", base, value,
                            f"mask Dice vs fp32 {check['mask_dice']:.4f} on 16 real images, "
-                           f"{exporting.agreement(seen >= 0, ref_other):.4f} on 20 unseen; "
-                           f"{verdict}")
+                           f"{far:.4f} on 20 unseen; {_verdict(check)}")
 
 
 def _inputs(images: list[np.ndarray], size: tuple[int, int], config) -> np.ndarray:

@@ -93,12 +93,12 @@ def test_export_checks_every_backend_and_auto_picks_a_passing_one(model_dir):
     assert type(load_model(folder, backend="auto").backend).__name__ != ""
 
 
-def test_int8_falls_back_to_fp32_layers_until_masks_agree(model_dir, tmp_path):
-    """NNCF's accuracy control returns the costliest layers to fp32 and raises agreement."""
+def _untrained_onnx(strips, tmp_path):
+    """A small untrained U-Net as tmp_path/m.onnx, its sample inputs and fp32 outputs:
+    untrained, its logits sit near 0, where int8 rounding flips pixels."""
     import torch
 
-    _, strips = model_dir
-    torch.manual_seed(1)  # untrained: logits sit near 0, where int8 rounding flips pixels
+    torch.manual_seed(1)
     recipe = load_recipe("cpu-demo", {"model": {"encoder_depth": 3,
                                                 "decoder_channels": [16, 8, 8]},
                                       "data": {"input_size": [64, 320]}})
@@ -107,7 +107,12 @@ def test_int8_falls_back_to_fp32_layers_until_masks_agree(model_dir, tmp_path):
     samples = exporting.sample_inputs(folder, strips)
     net = modelfolder.load_net(folder)[0]
     exporting.export_onnx(net, tmp_path / "m.onnx", tuple(samples.shape[1:]))
-    logits, _ = runtimes.TorchBackend(net)(samples)
+    return samples, *runtimes.TorchBackend(net)(samples)
+
+
+def test_int8_falls_back_to_fp32_layers_until_masks_agree(model_dir, tmp_path):
+    """NNCF's accuracy control returns the costliest layers to fp32 and raises agreement."""
+    samples, logits, _ = _untrained_onnx(model_dir[1], tmp_path)
     out = tmp_path / "q.xml"
     info = exporting.quantize_openvino_int8(tmp_path / "m.onnx", out, samples, logits >= 0,
                                            min_dice=1.0, max_reverted=3, max_gap=1.0)
@@ -123,19 +128,7 @@ def test_int8_falls_back_to_fp32_layers_until_masks_agree(model_dir, tmp_path):
 def test_int8_fallback_also_holds_the_class_probabilities(model_dir, tmp_path):
     """Masks that agree are not enough: when int8 moves a class probability past its
     limit, accuracy control returns layers to fp32 until the probabilities hold too."""
-    import torch
-
-    _, strips = model_dir
-    torch.manual_seed(1)
-    recipe = load_recipe("cpu-demo", {"model": {"encoder_depth": 3,
-                                                "decoder_channels": [16, 8, 8]},
-                                      "data": {"input_size": [64, 320]}})
-    folder = modelfolder.save(tmp_path / "model", build(recipe.model),
-                              modelfolder.ModelConfig.from_recipe(recipe))
-    samples = exporting.sample_inputs(folder, strips)
-    net = modelfolder.load_net(folder)[0]
-    exporting.export_onnx(net, tmp_path / "m.onnx", tuple(samples.shape[1:]))
-    logits, classes = runtimes.TorchBackend(net)(samples)
+    samples, logits, classes = _untrained_onnx(model_dir[1], tmp_path)
     scores = runtimes.sigmoid(classes).astype(np.float64)
     out = tmp_path / "q.xml"
     info = exporting.quantize_openvino_int8(
