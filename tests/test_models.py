@@ -131,3 +131,21 @@ def test_broken_model_folders_say_what_is_wrong(tmp_path):
     (folder / "config.json").unlink()
     with pytest.raises(ModelFolderError, match=r"config\.json is missing"):
         seglab.load_model(folder)
+
+
+def test_a_model_runs_at_its_recipes_inference_size(tmp_path):
+    """``data.inference_size`` is what a saved model runs at; training keeps ``input_size``."""
+    recipe = load_recipe("jewellery-cutout-cpu-bf16", {"model": {"encoder": "resnet18",
+                                                                  "encoder_depth": 3,
+                                                                  "decoder_channels": [8, 8, 8]}})
+    assert recipe.data.input_size == (320, 320) and recipe.data.inference_size == (384, 384)
+    net = build(recipe.model)
+    folder = modelfolder.save(tmp_path / "m", net, modelfolder.ModelConfig.from_recipe(recipe))
+    predictor = seglab.load_model(folder)
+    assert predictor.input_size == (384, 384)
+    seen, run = [], predictor.backend
+    predictor.backend = lambda x: (seen.append(x.shape), run(x))[1]
+    cut = seglab.remove(np.zeros((200, 500, 3), np.uint8), model=predictor)
+    assert seen == [(1, 3, 384, 384)] and cut.probs.shape == (200, 500)
+    plain = load_recipe("jewellery-cutout-cpu")
+    assert modelfolder.ModelConfig.from_recipe(plain).input_size == (224, 224)

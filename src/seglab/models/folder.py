@@ -69,7 +69,7 @@ class ModelConfig(BaseModel):
             task=recipe.task,
             recipe=recipe.name,
             model=recipe.model,
-            input_size=recipe.data.input_size,
+            input_size=recipe.data.inference_size or recipe.data.input_size,
             normalization=recipe.data.normalization,
             postprocess=recipe.postprocess,
             tune=recipe.tune,

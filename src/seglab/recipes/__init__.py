@@ -130,6 +130,10 @@ class DataSpec(Strict):
     format: Literal["severstal", "magnetic-tile", "mask-folder", "cutout", "synthetic"]
     input_size: Size | None = None
     """Resize every image to (height, width) for the model; ``None`` keeps full size."""
+    inference_size: Size | None = None
+    """The size a saved model runs at, when not ``input_size``: a fully convolutional
+    net trained on composites at 320 found more of thin chains run at 384 (held-out
+    composites: mean IoU 0.880 against 0.862). ``None``: ``input_size``."""
     crop_size: Size | None = None
     """Train on random crops of this size, cut after any resize to ``input_size``;
     validation sees the whole image (at ``input_size``, or full size)."""
