@@ -144,7 +144,12 @@ def test_a_model_runs_at_its_recipes_inference_size(tmp_path):
     predictor = seglab.load_model(folder)
     assert predictor.input_size == (384, 384)
     seen, run = [], predictor.backend
-    predictor.backend = lambda x: (seen.append(x.shape), run(x))[1]
+
+    def recording(x):
+        seen.append(x.shape)
+        return run(x)
+
+    predictor.backend = recording
     cut = seglab.remove(np.zeros((200, 500, 3), np.uint8), model=predictor)
     assert seen == [(1, 3, 384, 384)] and cut.probs.shape == (200, 500)
     plain = load_recipe("jewellery-cutout-cpu")
