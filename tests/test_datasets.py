@@ -118,3 +118,27 @@ def test_missing_image_named_in_csv_is_reported(tmp_path):
     rle.write_csv(tmp_path / "train.csv", {"gone.png": {1: "1 2"}})
     with pytest.raises(ValueError, match=r"1 images named in .* are not in"):
         SeverstalDataset(tmp_path, ids=["gone.png"])
+
+
+def test_quarter_turns_move_image_and_mask_together():
+    from seglab.data.datasets import build_transforms
+    from seglab.recipes import Augment, DataSpec
+
+    still = {"hflip": 0.0, "vflip": 0.0, "brightness_contrast": 0.0, "shift_scale": 0.0}
+    spec = DataSpec(format="mask-folder", input_size=(32, 32),
+                    augment=Augment(rotate90=1.0, **still))
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[0, 1] = 255  # one marked pixel off every symmetry axis
+    mask = (image[..., :1] > 0).astype(np.uint8)
+    transform = build_transforms(spec, train=True)
+    seen = set()
+    for _ in range(24):
+        out = transform(image=image, mask=mask)
+        marked = tuple(np.argwhere(out["image"][..., 0] == 255)[0])
+        assert tuple(np.argwhere(out["mask"][..., 0] == 1)[0]) == marked
+        seen.add(marked)
+    # 0-3 quarter turns of (0, 1) on a 32x32 grid (albumentations draws 0 too).
+    assert seen == {(0, 1), (30, 0), (31, 30), (1, 31)}
+    off = build_transforms(DataSpec(format="mask-folder", input_size=(32, 32),
+                                    augment=Augment(**still)), train=True)
+    assert (off(image=image, mask=mask)["image"] == image).all()

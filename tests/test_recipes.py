@@ -60,6 +60,22 @@ def test_per_class_lists_must_match_classes(tmp_path):
         load_recipe(_write(tmp_path, BASE + "postprocess: {min_area: [1, 2, 3]}\n"))
 
 
+def test_quarter_turns_need_a_square_training_size(tmp_path):
+    turn = "  augment: {rotate90: 0.5}\n"
+    with pytest.raises(RecipeError, match=r"rotate90 needs a square training size .*\(128, 800\)"):
+        load_recipe(_write(tmp_path, BASE.replace("data: {format: severstal}",
+                                                  "data:\n  format: severstal\n"
+                                                  "  input_size: [128, 800]\n") + turn))
+    with pytest.raises(RecipeError, match=r"rotate90 needs a square training size .*None"):
+        load_recipe(_write(tmp_path, BASE.replace("data: {format: severstal}",
+                                                  "data:\n  format: severstal\n") + turn))
+    square = load_recipe(_write(tmp_path, BASE.replace(
+        "data: {format: severstal}",
+        "data:\n  format: severstal\n  input_size: [128, 800]\n  crop_size: [128, 128]\n")
+        + turn))
+    assert square.data.augment.rotate90 == 0.5
+
+
 def test_missing_recipe_and_bad_yaml(tmp_path):
     with pytest.raises(RecipeError, match="not found"):
         load_recipe("no-such-recipe")

@@ -75,6 +75,7 @@ def build_transforms(spec: DataSpec, train: bool) -> A.Compose:
         steps += [
             A.HorizontalFlip(p=aug.hflip),
             A.VerticalFlip(p=aug.vflip),
+            A.RandomRotate90(p=aug.rotate90),
             A.RandomBrightnessContrast(brightness_limit=aug.brightness_limit,
                                        contrast_limit=aug.contrast_limit,
                                        p=aug.brightness_contrast),

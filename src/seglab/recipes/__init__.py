@@ -61,6 +61,10 @@ class Normalization(Strict):
 class Augment(Strict):
     hflip: Fraction = 0.5
     vflip: Fraction = 0.5
+    rotate90: Fraction = 0.0
+    """Chance of turning by a random multiple of 90 degrees (0-3 turns): with both flips,
+    the whole dihedral group, for square inputs whose defects have no preferred
+    direction (steel surface close-ups)."""
     brightness_contrast: Fraction = 0.5
     brightness_limit: Fraction = 0.2
     contrast_limit: Fraction = 0.2
@@ -257,6 +261,11 @@ class Recipe(Strict):
                 raise ValueError(f"{label} has {len(value)} values but the model has {n} classes")
         if self.task == "cutout" and n != 1:
             raise ValueError("a cutout recipe has exactly one class (the foreground)")
+        trained = self.data.crop_size or self.data.input_size
+        if self.data.augment.rotate90 > 0 and (trained is None or trained[0] != trained[1]):
+            raise ValueError("data.augment.rotate90 needs a square training size "
+                             "(data.crop_size or data.input_size): a quarter turn of a "
+                             f"non-square image changes its shape (got {trained})")
         return self
 
 
