@@ -318,7 +318,8 @@ def _time_request(payloads: list[bytes], folder: Path, record, case: str, seen: 
     # Two comparisons, kept apart: the backend against seglab's own fp32 request (what
     # the export check vouches for), and seglab against the plain request, whose
     # verdicts differ for another reason: it interpolates probabilities, not logits, up
-    # to the photo, which lowers the confidence along every edge (see _resize_probs).
+    # to the photo, which lowers the confidence along every edge
+    # (seglab.infer.predictor._resize_probs).
     verdicts = [remove(read_image(d), best).decision.accepted for d in payloads]
     same = sum(v == remove(read_image(d), eager).decision.accepted
                for v, d in zip(verdicts, payloads, strict=True))

@@ -44,9 +44,13 @@ def main() -> None:
         record = exporting.export(folder, samples=exporting.sample_inputs(
             folder, seen, count=len(seen)), formats=("onnx", args.backend))
         check = record["backends"][args.backend]
+        if "error" in check:
+            raise SystemExit(f"{args.backend}: {check['error']}")
+        if not unseen:
+            raise SystemExit(f"no photos left beyond the {len(seen)} exported on")
         print(f"export check on {len(seen)} photos: {args.backend} "
-              f"{'passed' if check['passed'] else 'refused'}, gate confidence moved "
-              f"{check['score_diff']:.5f} at most")
+              f"{'passed' if check['passed'] else 'refused'}, class probability or gate "
+              f"confidence moved {check['score_diff']:.5f} at most")
         eager = load_model(folder, backend="torch")
         fast = load_model(folder, backend=args.backend)
         rows = []

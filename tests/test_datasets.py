@@ -139,6 +139,4 @@ def test_quarter_turns_move_image_and_mask_together():
         seen.add(marked)
     # 0-3 quarter turns of (0, 1) on a 32x32 grid (albumentations draws 0 too).
     assert seen == {(0, 1), (30, 0), (31, 30), (1, 31)}
-    off = build_transforms(DataSpec(format="mask-folder", input_size=(32, 32),
-                                    augment=Augment(**still)), train=True)
-    assert (off(image=image, mask=mask)["image"] == image).all()
+    assert Augment().rotate90 == 0  # off unless a recipe asks: most inputs are not square

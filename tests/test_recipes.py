@@ -69,6 +69,11 @@ def test_quarter_turns_need_a_square_training_size(tmp_path):
     with pytest.raises(RecipeError, match=r"rotate90 needs a square training size .*None"):
         load_recipe(_write(tmp_path, BASE.replace("data: {format: severstal}",
                                                   "data:\n  format: severstal\n") + turn))
+    with pytest.raises(RecipeError, match=r"rotate90 needs a square training size .*\(128, 256\)"):
+        load_recipe(_write(tmp_path, BASE.replace(
+            "data: {format: severstal}",
+            "data:\n  format: severstal\n  input_size: [256, 256]\n  crop_size: [128, 256]\n")
+            + turn))
     square = load_recipe(_write(tmp_path, BASE.replace(
         "data: {format: severstal}",
         "data:\n  format: severstal\n  input_size: [128, 800]\n  crop_size: [128, 128]\n")
@@ -86,5 +91,10 @@ def test_missing_recipe_and_bad_yaml(tmp_path):
 def test_overrides_merge_and_validate():
     recipe = load_recipe("cpu-demo", parse_override("train.lr=0.01"))
     assert recipe.train.lr == 0.01
+    # The Makefile's ZOO_FP32 override: YAML reads 32 as a number.
+    assert load_recipe("steel-defects-d4",
+                       parse_override("train.precision=32")).train.precision == "32"
+    with pytest.raises(RecipeError, match=r"train\.precision"):
+        load_recipe("cpu-demo", parse_override("train.precision=16"))
     with pytest.raises(RecipeError, match=r"train\.epochs"):
         load_recipe("cpu-demo", parse_override("train.epochs=0"))

@@ -14,7 +14,14 @@ from typing import Annotated, Literal, TypeVar
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from seglab.errors import RecipeError, describe
 
@@ -195,6 +202,12 @@ class TrainSpec(Strict):
     init_from: str | None = None
     """A model folder or zoo name whose weights start the run (fine-tuning); its
     architecture, encoder and class count must be the recipe's."""
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: object) -> object:
+        """YAML and ``--set train.precision=32`` read 32 as a number: accept it."""
+        return "32" if value == 32 else value
 
 
 class CleaningSpec(Strict):
