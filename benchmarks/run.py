@@ -320,9 +320,10 @@ def _time_request(payloads: list[bytes], folder: Path, record, case: str, seen: 
     # verdicts differ for another reason: it interpolates probabilities, not logits, up
     # to the photo, which lowers the confidence along every edge
     # (seglab.infer.predictor._resize_probs).
-    verdicts = [remove(read_image(d), best).decision.accepted for d in payloads]
-    same = sum(v == remove(read_image(d), eager).decision.accepted
-               for v, d in zip(verdicts, payloads, strict=True))
+    images = [read_image(d) for d in payloads]
+    verdicts = [remove(image, best).decision.accepted for image in images]
+    same = sum(v == remove(image, eager).decision.accepted
+               for v, image in zip(verdicts, images, strict=True))
     plain_same = sum(v == baseline.accepted(d) for v, d in zip(verdicts, payloads, strict=True))
     base = len(payloads) / timed(plain, repeats)
     value = len(payloads) / timed(request, repeats)

@@ -163,6 +163,15 @@ class DataSpec(Strict):
     synth: SynthSpec | None = None
     """For ``format: synthetic``: composites made on the fly from foregrounds and backgrounds."""
 
+    @model_validator(mode="after")
+    def _square_for_quarter_turns(self) -> DataSpec:
+        trained = self.crop_size or self.input_size
+        if self.augment.rotate90 > 0 and (trained is None or trained[0] != trained[1]):
+            raise ValueError("augment.rotate90 needs a square training size (crop_size or "
+                             "input_size): a quarter turn of a non-square image changes its "
+                             f"shape (got {trained})")
+        return self
+
 
 class LossSpec(Strict):
     bce: Annotated[float, Field(ge=0)] = 1.0
@@ -274,11 +283,6 @@ class Recipe(Strict):
                 raise ValueError(f"{label} has {len(value)} values but the model has {n} classes")
         if self.task == "cutout" and n != 1:
             raise ValueError("a cutout recipe has exactly one class (the foreground)")
-        trained = self.data.crop_size or self.data.input_size
-        if self.data.augment.rotate90 > 0 and (trained is None or trained[0] != trained[1]):
-            raise ValueError("data.augment.rotate90 needs a square training size "
-                             "(data.crop_size or data.input_size): a quarter turn of a "
-                             f"non-square image changes its shape (got {trained})")
         return self
 
 
