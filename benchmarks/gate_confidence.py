@@ -10,7 +10,13 @@ probabilities are brought to the photo's size by interpolating probabilities (wh
 seglab did before) or logits (what it does now), and when computed at the model's
 own resolution; the mean probability inside the mask on its edge band (within 2
 model pixels of the boundary) and in its interior; and what share of the photos
-the gate then accepts. Writes ``benchmarks/GATE.md``.
+the gate then accepts. Then whether the probabilities are calibrated: a reliability
+table (how often a pixel given p is foreground) and the per-pixel log loss with the
+logits divided by a temperature T (T < 1 sharpens, T > 1 softens; the 0.5 boundary,
+so every mask, stays put). An under-confident model (best T < 1) would be
+seglab's to fix by calibrating; an over-confident or calibrated one is not, and
+what each T would do to the gate is shown for the record. Writes
+``benchmarks/GATE.md``.
 """
 
 from __future__ import annotations
@@ -68,6 +74,9 @@ def main() -> None:
     maker = synth.Synthesizer(spec, val.foregrounds, val.photos["rooms"], val.photos["hands"],
                               seed=4242)
     rows = []
+    temps = (0.7, 0.8, 0.9, 1.0, 1.1, 1.25)
+    nll = dict.fromkeys(temps, 0.0)
+    bin_n, bin_fg, pixels = np.zeros(10), np.zeros(10), 0
     h_in = predictor.input_size[0] if predictor.input_size else args.size
     band_px = max(1, round(2 * args.size / h_in))
     for i in range(args.count):
@@ -88,6 +97,18 @@ def main() -> None:
         edge = mask_new.astype(bool) & ~cv2.erode(mask_new, np.ones((2 * band_px + 1,) * 2,
                                                                     np.uint8)).astype(bool)
         interior = mask_new.astype(bool) & ~edge
+        fg = truth.astype(bool).ravel()
+        bins = np.minimum((p_new.ravel() * 10).astype(np.int64), 9)
+        bin_n += np.bincount(bins, minlength=10)
+        bin_fg += np.bincount(bins, weights=fg, minlength=10)
+        pixels += fg.size
+        z = np.log(np.clip(p_new, 1e-6, 1 - 1e-6)) - np.log1p(-np.clip(p_new, 1e-6, 1 - 1e-6))
+        conf_t = {}
+        for temp in temps:
+            # log(sigmoid(s)) = -log1p(exp(-s)) with s = +-z/T: stable for any logit.
+            s = np.where(fg, 1.0, -1.0) * z.ravel().astype(np.float64) / temp
+            nll[temp] += float(np.logaddexp(0.0, -s).sum())
+            conf_t[temp] = confidence(sigmoid(z / temp).astype(np.float32), mask_new)
         rows.append({
             "iou": iou(mask_new, truth), "iou_old": iou(mask_old, truth),
             "iou_model_res": iou(mask_model, small_truth),
@@ -98,7 +119,7 @@ def main() -> None:
             "p_edge": float(p_new[edge].mean()) if edge.any() else None,
             "p_interior": float(p_new[interior].mean()) if interior.any() else None,
             "p_out": float(p_new[~mask_new.astype(bool)].mean()),
-            "background": comp.params["background"],
+            "background": comp.params["background"], "conf_t": conf_t,
         })
     good = [r for r in rows if r["iou"] >= 0.95]
 
@@ -125,6 +146,24 @@ def main() -> None:
     acc_old = np.mean([r["accepted_old"] for r in rows])
     acc_new = np.mean([r["accepted_new"] for r in rows])
     lines += ["", f"Accepted at the gate: {acc_old:.1%} before, {acc_new:.1%} now.", ""]
+    best = min(temps, key=nll.__getitem__)
+    verdict = ("over-confident: softening fits better" if best > 1 else
+               "under-confident: sharpening fits better" if best < 1 else "calibrated")
+    lines += ["## Calibration", "",
+              "| p (photo pixels) | pixels | share foreground |", "|---|---|---|",
+              *[f"| {b / 10:.1f}-{(b + 1) / 10:.1f} | {int(bin_n[b])} | "
+                f"{bin_fg[b] / bin_n[b]:.3f} |" for b in range(10) if bin_n[b]], "",
+              f"Log loss per pixel is lowest at T = {best} ({verdict}).",
+              "", "| T | log loss per pixel | accepted | accepted with IoU >= 0.95 |",
+              "|---|---|---|---|"]
+    gate = predictor.config.gate
+    for temp in temps:
+        acc = [r for r in rows if gate.min_area_fraction <= r["area"] <= gate.max_area_fraction
+               and r["conf_t"][temp] >= gate.min_confidence]
+        right = f"{sum(r['iou'] >= 0.95 for r in acc) / len(acc):.1%}" if acc else "n/a"
+        lines.append(f"| {temp} | {nll[temp] / pixels:.5f} | {len(acc) / len(rows):.1%} | "
+                     f"{right} |")
+    lines.append("")
     out = ROOT / "benchmarks" / "GATE.md"
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
