@@ -98,3 +98,21 @@ def test_overrides_merge_and_validate():
         load_recipe("cpu-demo", parse_override("train.precision=16"))
     with pytest.raises(RecipeError, match=r"train\.epochs"):
         load_recipe("cpu-demo", parse_override("train.epochs=0"))
+
+
+@pytest.mark.parametrize("stages", [
+    ("jewellery-cutout-cpu", "jewellery-cutout-cpu-continue", "jewellery-cutout-cpu-bf16",
+     "jewellery-cutout-cpu-384"),
+    ("steel-defects", "steel-defects-long", "steel-defects-d4"),
+])
+def test_zoo_stages_keep_one_split(stages):
+    """Each stage starts from the last one's weights: a different split seed or share
+    would train on what the earlier stages held back, and the held-out figures would lie."""
+    recipes = [load_recipe(name) for name in stages]
+    first = recipes[0]
+    for recipe in recipes[1:]:
+        assert (recipe.data.seed, recipe.data.val_fraction, recipe.data.format) == (
+            first.data.seed, first.data.val_fraction, first.data.format), recipe.name
+        assert recipe.model == first.model, recipe.name
+    if first.data.synth is not None:
+        assert {r.data.synth.foregrounds for r in recipes} == {first.data.synth.foregrounds}
