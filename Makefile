@@ -10,8 +10,9 @@ DATA ?= ../shared/data
 ZOO_SCALE ?= -cpu
 ZOO_RUNS ?= runs/zoo
 ZOO_STEEL ?= steel-defects-long
-# ZOO_FP32=1: the bf16 stages (jewellery's third, steel's second) in fp32, for CPUs without
-# AVX512_BF16 or AMX (there bf16 autocast is slower than fp32; with either it is 2-3x faster);
+# ZOO_FP32=1: the bf16 stages (jewellery's third and fourth, steel's second) in fp32, for
+# CPUs without AVX512_BF16 or AMX (there bf16 autocast is slower than fp32; with either it
+# is 2-3x faster);
 # with ZOO_STEEL=steel-defects steel's first stage is fp32 too.
 ZOO_FP32 ?=
 
@@ -56,9 +57,10 @@ test: $(STAMP) $(BROWSER) postgres
 serve: $(STAMP)
 	$(BIN)/seglab serve --data-dir $(DEMO_OUT)/service
 
-# One command per zoo model: train in two stages (from scratch, then on from that model
-# with the second-stage recipe; each resumes after a kill), measure on held-out data,
-# pack the fp16 folder into src/seglab/models/zoo/NAME with its card.
+# One command per zoo model: train in stages (from scratch, then each stage on from the
+# last one's model with its own recipe; each resumes after a kill; jewellery four,
+# steel two), measure on held-out data, pack the fp16 folder into
+# src/seglab/models/zoo/NAME with its card.
 zoo: zoo-jewellery-cutout zoo-steel-defects
 
 zoo-jewellery-cutout: $(STAMP)
@@ -67,7 +69,9 @@ zoo-jewellery-cutout: $(STAMP)
 	  --init $(ZOO_RUNS)/jewellery-cutout/model --resume
 	$(BIN)/seglab train jewellery-cutout-cpu-bf16 --data $(DATA) --out $(ZOO_RUNS)/jewellery-cutout-3 \
 	  --init $(ZOO_RUNS)/jewellery-cutout-2/model --resume $(if $(ZOO_FP32),--set train.precision=32)
-	$(BIN)/python tools/release_zoo.py jewellery-cutout $(ZOO_RUNS)/jewellery-cutout-3/model --data $(DATA)
+	$(BIN)/seglab train jewellery-cutout-cpu-384 --data $(DATA) --out $(ZOO_RUNS)/jewellery-cutout-4 \
+	  --init $(ZOO_RUNS)/jewellery-cutout-3/model --resume $(if $(ZOO_FP32),--set train.precision=32)
+	$(BIN)/python tools/release_zoo.py jewellery-cutout $(ZOO_RUNS)/jewellery-cutout-4/model --data $(DATA)
 
 # Two stages in bf16, ~80 + ~65 min on a 2-core CPU with AMX or AVX512_BF16 (or a GPU):
 # flips, then on from that model with the whole dihedral group. Without either, bf16 is
