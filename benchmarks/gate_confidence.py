@@ -145,7 +145,9 @@ def main() -> None:
         lines.append(f"| {label} | {mean(key, rows)} | {mean(key, good)} |")
     acc_old = np.mean([r["accepted_old"] for r in rows])
     acc_new = np.mean([r["accepted_new"] for r in rows])
-    lines += ["", f"Accepted at the gate: {acc_old:.1%} before, {acc_new:.1%} now.", ""]
+    wrong = sorted(round(r["iou"], 3) for r in rows if r["accepted_new"] and r["iou"] < 0.95)
+    lines += ["", f"Accepted at the gate: {acc_old:.1%} before, {acc_new:.1%} now; "
+              f"{len(wrong)} accepted with IoU < 0.95 {wrong if wrong else ''}.", ""]
     best = min(temps, key=nll.__getitem__)
     verdict = ("over-confident: softening fits better" if best > 1 else
                "under-confident: sharpening fits better" if best < 1 else "calibrated")
