@@ -74,7 +74,7 @@ def main() -> None:
     maker = synth.Synthesizer(spec, val.foregrounds, val.photos["rooms"], val.photos["hands"],
                               seed=4242)
     rows = []
-    temps = (0.7, 0.8, 0.9, 1.0, 1.1, 1.25)
+    temps = (0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0)
     nll = dict.fromkeys(temps, 0.0)
     bin_n, bin_fg, pixels = np.zeros(10), np.zeros(10), 0
     h_in = predictor.input_size[0] if predictor.input_size else args.size
@@ -87,8 +87,9 @@ def main() -> None:
         p_old = _upsample_probs(p_model, shape)
         logits = np.log(np.clip(p_model, 1e-6, 1 - 1e-6)) - np.log1p(
             -np.clip(p_model, 1e-6, 1 - 1e-6))
-        p_new = sigmoid(cv2.resize(logits, (shape[1], shape[0]),
-                                    interpolation=cv2.INTER_LINEAR))
+        # What seglab does (predictor._resize_probs): the logits, clipped as there.
+        z = cv2.resize(logits, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+        p_new = sigmoid(z)
         _, mask_new, dec_new = judge(p_new, predictor.config)
         _, mask_old, dec_old = judge(p_old, predictor.config)
         truth = comp.mask
@@ -102,7 +103,6 @@ def main() -> None:
         bin_n += np.bincount(bins, minlength=10)
         bin_fg += np.bincount(bins, weights=fg, minlength=10)
         pixels += fg.size
-        z = np.log(np.clip(p_new, 1e-6, 1 - 1e-6)) - np.log1p(-np.clip(p_new, 1e-6, 1 - 1e-6))
         conf_t = {}
         for temp in temps:
             # log(sigmoid(s)) = -log1p(exp(-s)) with s = +-z/T: stable for any logit.
@@ -147,7 +147,7 @@ def main() -> None:
     acc_new = np.mean([r["accepted_new"] for r in rows])
     wrong = sorted(round(r["iou"], 3) for r in rows if r["accepted_new"] and r["iou"] < 0.95)
     lines += ["", f"Accepted at the gate: {acc_old:.1%} before, {acc_new:.1%} now; "
-              f"{len(wrong)} accepted with IoU < 0.95 {wrong if wrong else ''}.", ""]
+              f"{len(wrong)} accepted with IoU < 0.95{f' {wrong}' if wrong else ''}.", ""]
     best = min(temps, key=nll.__getitem__)
     verdict = ("over-confident: softening fits better" if best > 1 else
                "under-confident: sharpening fits better" if best < 1 else "calibrated")
@@ -155,7 +155,8 @@ def main() -> None:
               "| p (photo pixels) | pixels | share foreground |", "|---|---|---|",
               *[f"| {b / 10:.1f}-{(b + 1) / 10:.1f} | {int(bin_n[b])} | "
                 f"{bin_fg[b] / bin_n[b]:.3f} |" for b in range(10) if bin_n[b]], "",
-              f"Log loss per pixel is lowest at T = {best} ({verdict}).",
+              f"Log loss per pixel is lowest at T = {best} ({verdict}"
+              f"{'; the edge of the grid' if best in (temps[0], temps[-1]) else ''}).",
               "", "| T | log loss per pixel | accepted | accepted with IoU >= 0.95 |",
               "|---|---|---|---|"]
     gate = predictor.config.gate

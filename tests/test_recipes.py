@@ -103,6 +103,9 @@ def test_overrides_merge_and_validate():
 @pytest.mark.parametrize("stages", [
     ("jewellery-cutout-cpu", "jewellery-cutout-cpu-continue", "jewellery-cutout-cpu-bf16",
      "jewellery-cutout-cpu-384"),
+    # `make zoo-jewellery-cutout ZOO_SCALE=`: the accelerator recipe as the first stage.
+    ("jewellery-cutout", "jewellery-cutout-cpu-continue", "jewellery-cutout-cpu-bf16",
+     "jewellery-cutout-cpu-384"),
     ("steel-defects", "steel-defects-long", "steel-defects-d4"),
 ])
 def test_zoo_stages_keep_one_split(stages):
