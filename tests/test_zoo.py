@@ -231,7 +231,12 @@ def test_cutout_command_has_rembg_doors(tmp_path):
             time.sleep(0.2)
     finally:
         watcher.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop, not a traceback
-        _, err = watcher.communicate(timeout=30)
+        try:
+            _, err = watcher.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            watcher.kill()  # a failed stop must not leave the watcher running
+            watcher.communicate()
+            raise
     assert (out / "shown" / "new.png").exists(), err
     assert watcher.returncode == 0 and "stopped; results in" in err and "Traceback" not in err
 
