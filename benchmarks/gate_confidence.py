@@ -26,6 +26,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+from torch.nn.functional import binary_cross_entropy_with_logits
 
 from seglab.data import synth
 from seglab.infer.gate import confidence, judge
@@ -41,8 +43,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def _predictor(model: str) -> Predictor:
     if not model.endswith(".ckpt"):
         return load_model(model)
-    import torch
-
     from seglab.models import folder as modelfolder
     from seglab.recipes import Recipe
     from seglab.training.trainer import Segmenter
@@ -104,10 +104,11 @@ def main() -> None:
         bin_fg += np.bincount(bins, weights=fg, minlength=10)
         pixels += fg.size
         conf_t = {}
+        z64, fg64 = torch.from_numpy(z.astype(np.float64)), torch.from_numpy(truth.astype(float))
         for temp in temps:
-            # log(sigmoid(s)) = -log1p(exp(-s)) with s = +-z/T: stable for any logit.
-            s = np.where(fg, 1.0, -1.0) * z.ravel().astype(np.float64) / temp
-            nll[temp] += float(np.logaddexp(0.0, -s).sum())
+            # The training loss itself (BCE on logits), summed: the log loss of p at this T.
+            nll[temp] += float(binary_cross_entropy_with_logits(z64 / temp, fg64,
+                                                                reduction="sum"))
             conf_t[temp] = confidence(sigmoid(z / temp).astype(np.float32), mask_new)
         rows.append({
             "iou": iou(mask_new, truth), "iou_old": iou(mask_old, truth),

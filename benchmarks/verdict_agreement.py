@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from seglab import deploy as exporting
-from seglab.cutout.remove import remove_batch
+from seglab.cutout.remove import remove
 from seglab.data.images import list_images, read_image
 from seglab.infer.predictor import load_model
 from seglab.models import zoo
@@ -56,8 +56,7 @@ def main() -> None:
         rows = []
         for path in unseen:
             image = read_image(path)
-            a = remove_batch(eager, [image])[0].decision
-            b = remove_batch(fast, [image])[0].decision
+            a, b = remove(image, eager).decision, remove(image, fast).decision
             rows.append((path.name, a, b))
     moved = np.array([abs(a.confidence - b.confidence) for _, a, b in rows])
     threshold = eager.config.gate.min_confidence if eager.config.gate else 0.98
