@@ -107,6 +107,7 @@ def test_overrides_merge_and_validate():
     ("jewellery-cutout", "jewellery-cutout-cpu-continue", "jewellery-cutout-cpu-bf16",
      "jewellery-cutout-cpu-384"),
     ("steel-defects", "steel-defects-long", "steel-defects-d4"),
+    ("magnetic-tile-zoo", "magnetic-tile-zoo-2", "magnetic-tile-zoo-3"),
 ])
 def test_zoo_stages_keep_one_split(stages):
     """Each stage starts from the last one's weights: a different split seed or share
