@@ -153,9 +153,22 @@ def _verdict(check: dict) -> str:
             f"REFUSED by the export check: {check['refused_because']}")
 
 
-ZOO_IMAGES = {"steel-defects": "neu-seg/images", "jewellery-cutout": "jewellery-scenes"}
+ZOO_IMAGES = {"steel-defects": "neu-seg/images", "jewellery-cutout": "jewellery-scenes",
+              "magnetic-tile": "magnetic-tile/MT_*/Imgs/*.jpg"}
 """Real images of each zoo model's kind: the first 16 go to the export check (int8
-calibrates on 8 and is judged on the other 8 too), the next 20 are never seen by it."""
+calibrates on 8 and is judged on the other 8 too), the next 20 are never seen by it.
+A pattern's files are ordered by name, which mixes magnetic-tile's class folders."""
+
+
+def zoo_images(name: str) -> list[Path]:
+    from seglab.data.images import list_images
+
+    where = ZOO_IMAGES.get(name)
+    if where is None:
+        return []
+    if "*" in where:  # the masks (.png) sit beside the photos (.jpg): only the photos
+        return sorted(SHARED.glob(where), key=lambda p: (p.name, str(p)))
+    return list_images(SHARED / where)
 
 TIMED = ("torch-bf16", "onnx", "openvino", "openvino-bf16", "onnx-int8", "openvino-int8")
 """The backends timed beside eager fp32, in the order RESULTS.md lists them."""
@@ -172,12 +185,11 @@ def bench_zoo(repeats: int) -> None:
     import shutil
 
     from seglab import deploy as exporting
-    from seglab.data.images import list_images
     from seglab.models import folder as modelfolder
     from seglab.models import zoo
 
     for name in zoo.names():
-        files = list_images(SHARED / ZOO_IMAGES.get(name, "")) if name in ZOO_IMAGES else []
+        files = zoo_images(name)
         if len(files) < 36:
             print(f"zoo      {name}: skipped (needs 36 real images in ../shared/data)")
             continue

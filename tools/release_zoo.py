@@ -2,16 +2,19 @@
 
     .venv/bin/python tools/release_zoo.py jewellery-cutout runs/zoo/jewellery-cutout/model
     .venv/bin/python tools/release_zoo.py steel-defects runs/zoo/steel-defects/model
+    .venv/bin/python tools/release_zoo.py magnetic-tile runs/zoo/magnetic-tile-3/model
 
-(``make zoo-jewellery-cutout`` / ``make zoo-steel-defects`` train and then run this.)
+(``make zoo-jewellery-cutout``, ``zoo-steel-defects``, ``zoo-magnetic-tile`` train and then
+run this.)
 The held-out figures, the card and the fp16 shards land in ``src/seglab/models/zoo/NAME``;
 the full reports, review sheets and plots stay in ``MODEL/../release``.
 
 jewellery-cutout: composites of the cut-outs the recipe held back (never trained on)
 over studio sweeps, fabric and wood, rooms and hands, 512x512, each kind on its own;
 then the gate on the real photos of ``jewellery-photos`` and ``jewellery-scenes``.
-steel-defects: the recipe's seeded validation split of NEU-Seg: pooled IoU per class,
-with the recipe's untuned post-processing and with the tuned one.
+steel-defects and magnetic-tile: the recipe's seeded validation split (NEU-Seg,
+magnetic-tile): pooled IoU and Dice on defective images per class, with the tuned
+post-processing and with none (0.5, no minimum area, no classifier gate).
 """
 
 from __future__ import annotations
@@ -148,9 +151,14 @@ def _share(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def release_defects(model: Path, data: Path, work: Path) -> tuple[dict, str]:
+DEFECT_DATA = {"steel-defects": ("neu-seg", "NEU-Seg"),
+               "magnetic-tile": ("magnetic-tile", "magnetic-tile")}
+"""Zoo defect model -> (data folder under ``--data``, the data set's name in the card)."""
+
+
+def release_defects(name: str, model: Path, data: Path, work: Path) -> tuple[dict, str]:
     from seglab.defects.card import model_card
-    from seglab.defects.evaluate import collect, pooled_iou, score
+    from seglab.defects.evaluate import collect, score
     from seglab.infer.predictor import load_model
     from seglab.recipes import PostprocessSpec
     from seglab.training.trainer import split_dataset
@@ -161,31 +169,45 @@ def release_defects(model: Path, data: Path, work: Path) -> tuple[dict, str]:
     val = split_dataset(recipe, data).val
     col = collect(predictor, val, progress=False)
     tuned = score(col, config.postprocess)
-    untuned = pooled_iou(col, PostprocessSpec(threshold=0.5, min_area=0,
+    untuned_dice = score(col, PostprocessSpec(threshold=0.5, min_area=0,
                                               classifier_threshold=0.0))
     names = config.class_names
+    untuned = {n: untuned_dice["per_class"][n]["iou"] for n in names}
     mean_untuned = sum(v or 0.0 for v in untuned.values()) / len(names)
     print(f"mean IoU tuned {tuned['mean_iou']:.4f}, untuned {mean_untuned:.4f}: "
           + ", ".join(f"{n} {tuned['per_class'][n]['iou']:.3f}" for n in names))
+    print(f"Dice on defective pairs tuned {tuned['mean_dice_defective']:.4f}, untuned "
+          f"{untuned_dice['mean_dice_defective']:.4f}; mean Dice {tuned['mean_dice']:.4f} "
+          f"(all-empty {tuned['all_empty_mean_dice']:.4f}): "
+          + ", ".join(f"{n} {tuned['per_class'][n]['dice_defective'] or 0:.3f}" for n in names))
     figures = {
         "heldout_mean_iou": round(tuned["mean_iou"], 4),
         "heldout_mean_iou_untuned": round(mean_untuned, 4),
         **{f"heldout_iou_{n}": round(tuned["per_class"][n]["iou"] or 0.0, 4) for n in names},
         "heldout_mean_dice": round(tuned["mean_dice"], 4),
+        "heldout_dice_defective": round(tuned["mean_dice_defective"] or 0.0, 4),
+        "heldout_dice_defective_untuned": round(untuned_dice["mean_dice_defective"] or 0.0, 4),
         "all_empty_mean_dice": round(tuned["all_empty_mean_dice"], 4),
         "defect_roc_auc": tuned["defect_vs_no_defect"]["roc_auc"],
     }
-    card = model_card(config.model_copy(update={"name": "steel-defects"}), tuned,
-                      None, "steel-defects")
+    label = DEFECT_DATA[name][1]
+    card = model_card(config.model_copy(update={"name": name}), tuned, None, name)
     card += "\n".join([
-        "", "## Held-out IoU (NEU-Seg validation split)", "",
+        "", f"## Held-out IoU and Dice ({label} validation split)", "",
         f"Pooled over the {tuned['images']} validation images of the recipe's seeded split "
         "(never trained on). Tuned thresholds were chosen on this split; the untuned column "
         "uses 0.5 and no minimum area or classifier gate.", "",
-        "| class | IoU (tuned) | IoU (untuned) |", "|---|---|---|",
-        *[f"| {n} | {tuned['per_class'][n]['iou'] or 0:.4f} | {untuned[n] or 0:.4f} |"
-          for n in names],
-        f"| mean | {tuned['mean_iou']:.4f} | {mean_untuned:.4f} |", "",
+        "| class | images with it | IoU (tuned) | IoU (untuned) | Dice on its images (tuned) "
+        "| (untuned) |", "|---|---|---|---|---|---|",
+        *[f"| {n} | {tuned['per_class'][n]['images_with_class']} "
+          f"| {tuned['per_class'][n]['iou'] or 0:.4f} | {untuned[n] or 0:.4f} "
+          f"| {tuned['per_class'][n]['dice_defective'] or 0:.4f} "
+          f"| {untuned_dice['per_class'][n]['dice_defective'] or 0:.4f} |" for n in names],
+        f"| mean | {tuned['defective_images']} | {tuned['mean_iou']:.4f} | {mean_untuned:.4f} "
+        f"| {tuned['mean_dice_defective'] or 0:.4f} "
+        f"| {untuned_dice['mean_dice_defective'] or 0:.4f} |", "",
+        f"Mean Dice over every image x class pair {tuned['mean_dice']:.4f}, against "
+        f"{tuned['all_empty_mean_dice']:.4f} for an all-empty prediction.", "",
         "## Training data sources", "",
         "Trained from scratch (no ImageNet weights) on:", "",
         *[f"- {s}" for s in sources(data)], "",
@@ -196,7 +218,7 @@ def release_defects(model: Path, data: Path, work: Path) -> tuple[dict, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("name", choices=["jewellery-cutout", "steel-defects"])
+    parser.add_argument("name", choices=["jewellery-cutout", *DEFECT_DATA])
     parser.add_argument("model", type=Path, help="trained model folder (RUN/model)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--count", type=int, default=50, help="held-out composites per kind")
@@ -217,7 +239,8 @@ def main() -> None:
     if args.name == "jewellery-cutout":
         figures, card = release_cutout(args.model, args.data, work, args.count)
     else:
-        figures, card = release_defects(args.model, args.data / "neu-seg", work)
+        folder = args.data / DEFECT_DATA[args.name][0]
+        figures, card = release_defects(args.name, args.model, folder, work)
     if args.history:
         card += "\n".join(["", "## Training stages", "", args.history, ""])
     if points:
