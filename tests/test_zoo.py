@@ -112,6 +112,8 @@ def test_every_zoo_model_carries_its_held_out_figures_and_data_sources():
         assert entry.figures.get(key, 0) >= floor, (entry.name, entry.figures.get(key))
         card = entry.card.read_text(encoding="utf-8")
         assert "## Training data sources" in card and "Held-out" in card, entry.name
+        listed = card.split("## Training data sources", 1)[1].split("\n## ", 1)[0]
+        assert "\n- " in listed, f"{entry.name}: the card names no training data source"
     steel = {e.name: e for e in zoo.entries()}["steel-defects"].figures
     assert {"heldout_iou_inclusion", "heldout_iou_patches", "heldout_iou_scratches"} <= set(steel)
 

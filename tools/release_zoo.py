@@ -45,7 +45,10 @@ def sources(*folders: Path) -> list[str]:
             if repo:
                 terms = licence.group(1).split(";")[0] if licence else "no licence file"
                 repos[repo.group(1)] = terms
-    return [f"{repo} ({terms})" for repo, terms in sorted(repos.items())]
+            else:  # a SOURCES.txt in prose (magnetic-tile): its first paragraph
+                first = " ".join(text.strip().split("\n\n")[0].split())
+                repos[first] = ""
+    return [f"{repo} ({terms})" if terms else repo for repo, terms in sorted(repos.items())]
 
 
 def learning_curve(run: Path, out: Path, title: str) -> list[tuple[float, float]]:
