@@ -170,6 +170,7 @@ def zoo_images(name: str) -> list[Path]:
         return sorted(SHARED.glob(where), key=lambda p: (p.name, str(p)))
     return list_images(SHARED / where)
 
+
 TIMED = ("torch-bf16", "onnx", "openvino", "openvino-bf16", "onnx-int8", "openvino-int8")
 """The backends timed beside eager fp32, in the order RESULTS.md lists them."""
 

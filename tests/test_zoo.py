@@ -108,6 +108,7 @@ def test_every_zoo_model_carries_its_held_out_figures_and_data_sources():
                 "steel-defects": ("heldout_mean_iou", 0.7),
                 "magnetic-tile": ("heldout_dice_defective", 0.5)}
     for entry in zoo.entries():
+        assert entry.name in headline, f"{entry.name}: say which figure it is held to"
         key, floor = headline[entry.name]
         assert entry.figures.get(key, 0) >= floor, (entry.name, entry.figures.get(key))
         card = entry.card.read_text(encoding="utf-8")

@@ -46,9 +46,10 @@ def sources(*folders: Path) -> list[str]:
                 terms = licence.group(1).split(";")[0] if licence else "no licence file"
                 repos[repo.group(1)] = terms
             else:  # a SOURCES.txt in prose (magnetic-tile): its first paragraph
-                first = " ".join(text.strip().split("\n\n")[0].split())
-                repos[first] = ""
-    return [f"{repo} ({terms})" if terms else repo for repo, terms in sorted(repos.items())]
+                first = " ".join(re.split(r"\n\s*\n", text.strip())[0].split())
+                repos[first] = (licence.group(1).split(";")[0] if licence
+                                else "licence not stated in SOURCES.txt")
+    return [f"{repo} ({terms})" for repo, terms in sorted(repos.items())]
 
 
 def learning_curve(run: Path, out: Path, title: str) -> list[tuple[float, float]]:
@@ -197,9 +198,11 @@ def release_defects(name: str, model: Path, data: Path, work: Path) -> tuple[dic
     card = model_card(config.model_copy(update={"name": name}), tuned, None, name)
     card += "\n".join([
         "", f"## Held-out IoU and Dice ({label} validation split)", "",
-        f"Pooled over the {tuned['images']} validation images of the recipe's seeded split "
-        "(never trained on). Tuned thresholds were chosen on this split; the untuned column "
-        "uses 0.5 and no minimum area or classifier gate.", "",
+        f"On the {tuned['images']} validation images of the recipe's seeded split "
+        "(never trained on). IoU is pooled over every pixel of a class; Dice is the mean "
+        "over the images that have the class; the mean row averages IoU over classes and "
+        "Dice over every defective image x class pair. Tuned thresholds were chosen on this "
+        "split; the untuned columns use 0.5 and no minimum area or classifier gate.", "",
         "| class | images with it | IoU (tuned) | IoU (untuned) | Dice on its images (tuned) "
         "| (untuned) |", "|---|---|---|---|---|---|",
         *[f"| {n} | {tuned['per_class'][n]['images_with_class']} "
