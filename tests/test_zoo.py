@@ -15,7 +15,7 @@ from seglab.data.images import read_image
 from seglab.demo import samples_folder
 from seglab.errors import ModelFolderError
 from seglab.infer.predictor import load_model
-from seglab.metrics import iou
+from seglab.metrics import iou, mask_dice
 from seglab.models import folder as modelfolder
 from seglab.models import zoo
 from seglab.models.network import build
@@ -93,8 +93,7 @@ def test_magnetic_tile_on_tiles_it_never_trained_on(shared_data):
             image, truth = val.load(k)
             pred = predictor.predict(image)
             assert pred.probs.shape == (5, *image.shape[:2])
-            dice = 2 * (pred.masks[c] & truth[..., c]).sum() / (
-                pred.masks[c].sum() + truth[..., c].sum())
+            dice = mask_dice(pred.masks[c], truth[..., c] > 0)
             right += pred.classes_found == [names[c]] and dice > 0.5
     clean = sum(predictor.predict(val.load(k)[0]).classes_found == []
                 for k in [k for k, it in enumerate(val.items) if not it.classes][:6])

@@ -173,15 +173,15 @@ def release_defects(name: str, model: Path, data: Path, work: Path) -> tuple[dic
     val = split_dataset(recipe, data).val
     col = collect(predictor, val, progress=False)
     tuned = score(col, config.postprocess)
-    untuned_dice = score(col, PostprocessSpec(threshold=0.5, min_area=0,
-                                              classifier_threshold=0.0))
+    untuned_scores = score(col, PostprocessSpec(threshold=0.5, min_area=0,
+                                                classifier_threshold=0.0))
     names = config.class_names
-    untuned = {n: untuned_dice["per_class"][n]["iou"] for n in names}
+    untuned = {n: untuned_scores["per_class"][n]["iou"] for n in names}
     mean_untuned = sum(v or 0.0 for v in untuned.values()) / len(names)
     print(f"mean IoU tuned {tuned['mean_iou']:.4f}, untuned {mean_untuned:.4f}: "
           + ", ".join(f"{n} {tuned['per_class'][n]['iou']:.3f}" for n in names))
     print(f"Dice on defective pairs tuned {tuned['mean_dice_defective']:.4f}, untuned "
-          f"{untuned_dice['mean_dice_defective']:.4f}; mean Dice {tuned['mean_dice']:.4f} "
+          f"{untuned_scores['mean_dice_defective']:.4f}; mean Dice {tuned['mean_dice']:.4f} "
           f"(all-empty {tuned['all_empty_mean_dice']:.4f}): "
           + ", ".join(f"{n} {tuned['per_class'][n]['dice_defective'] or 0:.3f}" for n in names))
     figures = {
@@ -190,7 +190,7 @@ def release_defects(name: str, model: Path, data: Path, work: Path) -> tuple[dic
         **{f"heldout_iou_{n}": round(tuned["per_class"][n]["iou"] or 0.0, 4) for n in names},
         "heldout_mean_dice": round(tuned["mean_dice"], 4),
         "heldout_dice_defective": round(tuned["mean_dice_defective"] or 0.0, 4),
-        "heldout_dice_defective_untuned": round(untuned_dice["mean_dice_defective"] or 0.0, 4),
+        "heldout_dice_defective_untuned": round(untuned_scores["mean_dice_defective"] or 0.0, 4),
         "all_empty_mean_dice": round(tuned["all_empty_mean_dice"], 4),
         "defect_roc_auc": tuned["defect_vs_no_defect"]["roc_auc"],
     }
@@ -208,10 +208,10 @@ def release_defects(name: str, model: Path, data: Path, work: Path) -> tuple[dic
         *[f"| {n} | {tuned['per_class'][n]['images_with_class']} "
           f"| {tuned['per_class'][n]['iou'] or 0:.4f} | {untuned[n] or 0:.4f} "
           f"| {tuned['per_class'][n]['dice_defective'] or 0:.4f} "
-          f"| {untuned_dice['per_class'][n]['dice_defective'] or 0:.4f} |" for n in names],
+          f"| {untuned_scores['per_class'][n]['dice_defective'] or 0:.4f} |" for n in names],
         f"| mean | {tuned['defective_images']} | {tuned['mean_iou']:.4f} | {mean_untuned:.4f} "
         f"| {tuned['mean_dice_defective'] or 0:.4f} "
-        f"| {untuned_dice['mean_dice_defective'] or 0:.4f} |", "",
+        f"| {untuned_scores['mean_dice_defective'] or 0:.4f} |", "",
         f"Mean Dice over every image x class pair {tuned['mean_dice']:.4f}, against "
         f"{tuned['all_empty_mean_dice']:.4f} for an all-empty prediction.", "",
         "## Training data sources", "",
