@@ -10,7 +10,7 @@ DATA ?= ../shared/data
 ZOO_SCALE ?= -cpu
 ZOO_RUNS ?= runs/zoo
 ZOO_STEEL ?= steel-defects-long
-# ZOO_FP32=1: the bf16 stages (jewellery's third and fourth, steel's second, all three of
+# ZOO_FP32=1: the bf16 stages (jewellery's third to fifth, steel's second, all three of
 # magnetic-tile's) in fp32, for CPUs without AVX512_BF16 or AMX (there bf16 autocast is
 # slower than fp32; with either it is 2-3x faster); with ZOO_STEEL=steel-defects steel's
 # first stage is fp32 too.
@@ -59,7 +59,7 @@ serve: $(STAMP)
 	$(BIN)/seglab serve --data-dir $(DEMO_OUT)/service
 
 # One command per zoo model: train in stages (from scratch, then each stage on from the
-# last one's model with its own recipe; each resumes after a kill; jewellery four,
+# last one's model with its own recipe; each resumes after a kill; jewellery five,
 # steel two, magnetic tiles three), measure on held-out data, pack the fp16 folder into
 # src/seglab/models/zoo/NAME with its card.
 zoo: zoo-jewellery-cutout zoo-steel-defects zoo-magnetic-tile
@@ -72,7 +72,9 @@ zoo-jewellery-cutout: $(STAMP)
 	  --init $(ZOO_RUNS)/jewellery-cutout-2/model --resume $(if $(ZOO_FP32),--set train.precision=32)
 	$(BIN)/seglab train jewellery-cutout-cpu-384 --data $(DATA) --out $(ZOO_RUNS)/jewellery-cutout-4 \
 	  --init $(ZOO_RUNS)/jewellery-cutout-3/model --resume $(if $(ZOO_FP32),--set train.precision=32)
-	$(BIN)/python tools/release_zoo.py jewellery-cutout $(ZOO_RUNS)/jewellery-cutout-4/model --data $(DATA)
+	$(BIN)/seglab train jewellery-cutout-cpu-448 --data $(DATA) --out $(ZOO_RUNS)/jewellery-cutout-5 \
+	  --init $(ZOO_RUNS)/jewellery-cutout-4/model --resume $(if $(ZOO_FP32),--set train.precision=32)
+	$(BIN)/python tools/release_zoo.py jewellery-cutout $(ZOO_RUNS)/jewellery-cutout-5/model --data $(DATA)
 
 # Two stages in bf16, ~80 + ~65 min on a 2-core CPU with AMX or AVX512_BF16 (or a GPU):
 # flips, then on from that model with the whole dihedral group. Without either, bf16 is
