@@ -83,7 +83,8 @@ def curve_table(points: list[tuple[float, float]]) -> list[str]:
             *[f"| {m} | {v:.4f} |" for m, v in points], ""]
 
 
-def release_cutout(model: Path, data: Path, work: Path, count: int) -> tuple[dict, str]:
+def release_cutout(model: Path, data: Path, work: Path, count: int,
+                   seed: int = 9000) -> tuple[dict, str]:
     from seglab.cutout.batch import cutout_files, gate_report
     from seglab.cutout.card import cutout_card
     from seglab.data import synth
@@ -100,7 +101,7 @@ def release_cutout(model: Path, data: Path, work: Path, count: int) -> tuple[dic
         spec = val.spec.model_copy(update={"size": (512, 512), "mix": val.spec.mix.model_copy(
             update=mix)})
         maker = synth.Synthesizer(spec, val.foregrounds, val.photos["rooms"],
-                                  val.photos["hands"], seed=9000 + k)
+                                  val.photos["hands"], seed=seed + k)
         folder = synth.generate(maker, work / "heldout" / kind, count, progress=False)
         report = gate_report(predictor, CutoutDataset(folder), work / "heldout" / kind,
                              name=f"held-out composites, {kind}", progress=False)
@@ -228,6 +229,9 @@ def main() -> None:
     parser.add_argument("model", type=Path, help="trained model folder (RUN/model)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--count", type=int, default=50, help="held-out composites per kind")
+    parser.add_argument("--seed", type=int, default=9000,
+                        help="first seed of the held-out composites (one per kind); another "
+                             "seed with --measure-only gives a second held-out set")
     parser.add_argument("--into", type=Path, default=ROOT / "src" / "seglab" / "models" / "zoo")
     parser.add_argument("--work", type=Path, help="reports folder (default MODEL/../release)")
     parser.add_argument("--history", default="",
@@ -243,7 +247,7 @@ def main() -> None:
         points = learning_curve(args.model.parent, work / "learning_curve.png",
                                 f"{args.name}: validation during training")
     if args.name == "jewellery-cutout":
-        figures, card = release_cutout(args.model, args.data, work, args.count)
+        figures, card = release_cutout(args.model, args.data, work, args.count, args.seed)
     else:
         folder = args.data / DEFECT_DATA[args.name][0]
         figures, card = release_defects(args.name, args.model, folder, work)
