@@ -74,7 +74,9 @@ zoo-jewellery-cutout: $(STAMP)
 	  --init $(ZOO_RUNS)/jewellery-cutout-3/model --resume $(if $(ZOO_FP32),--set train.precision=32)
 	$(BIN)/seglab train jewellery-cutout-cpu-448 --data $(DATA) --out $(ZOO_RUNS)/jewellery-cutout-5 \
 	  --init $(ZOO_RUNS)/jewellery-cutout-4/model --resume $(if $(ZOO_FP32),--set train.precision=32)
-	$(BIN)/python tools/release_zoo.py jewellery-cutout $(ZOO_RUNS)/jewellery-cutout-5/model --data $(DATA)
+	$(BIN)/seglab train jewellery-cutout-cpu-512 --data $(DATA) --out $(ZOO_RUNS)/jewellery-cutout-6 \
+	  --init $(ZOO_RUNS)/jewellery-cutout-5/model --resume $(if $(ZOO_FP32),--set train.precision=32)
+	$(BIN)/python tools/release_zoo.py jewellery-cutout $(ZOO_RUNS)/jewellery-cutout-6/model --data $(DATA)
 
 # Two stages in bf16, ~80 + ~65 min on a 2-core CPU with AMX or AVX512_BF16 (or a GPU):
 # flips, then on from that model with the whole dihedral group. Without either, bf16 is
