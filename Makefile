@@ -59,7 +59,7 @@ serve: $(STAMP)
 	$(BIN)/seglab serve --data-dir $(DEMO_OUT)/service
 
 # One command per zoo model: train in stages (from scratch, then each stage on from the
-# last one's model with its own recipe; each resumes after a kill; jewellery five,
+# last one's model with its own recipe; each resumes after a kill; jewellery six,
 # steel two, magnetic tiles three), measure on held-out data, pack the fp16 folder into
 # src/seglab/models/zoo/NAME with its card.
 zoo: zoo-jewellery-cutout zoo-steel-defects zoo-magnetic-tile
