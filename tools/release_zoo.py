@@ -32,6 +32,8 @@ from seglab.recipes import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("studio", "texture", "rooms", "hands")
+HELDOUT_SEED = 9000
+"""First seed of the release's held-out composites (one per kind: seed + k)."""
 
 
 def sources(*folders: Path) -> list[str]:
@@ -84,7 +86,7 @@ def curve_table(points: list[tuple[float, float]]) -> list[str]:
 
 
 def release_cutout(model: Path, data: Path, work: Path, count: int,
-                   seed: int = 9000) -> tuple[dict, str]:
+                   seed: int = HELDOUT_SEED) -> tuple[dict, str]:
     from seglab.cutout.batch import cutout_files, gate_report
     from seglab.cutout.card import cutout_card
     from seglab.data import synth
@@ -229,7 +231,7 @@ def main() -> None:
     parser.add_argument("model", type=Path, help="trained model folder (RUN/model)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--count", type=int, default=50, help="held-out composites per kind")
-    parser.add_argument("--seed", type=int, default=9000,
+    parser.add_argument("--seed", type=int, default=HELDOUT_SEED,
                         help="first seed of the held-out composites (one per kind); another "
                              "seed with --measure-only gives a second held-out set")
     parser.add_argument("--into", type=Path, default=ROOT / "src" / "seglab" / "models" / "zoo")
