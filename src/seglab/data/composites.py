@@ -71,7 +71,7 @@ def synthetic_split(spec: DataSpec, root: str | os.PathLike[str]
     photos = {k: synthesis.list_photos([root / sub]) if (root / sub).is_dir() else []
               for k, sub in (("rooms", s.rooms), ("hands", s.hands))}
     train = synthesis.Synthesizer(s, train_fgs, photos["rooms"], photos["hands"],
-                                  seed=spec.seed)
+                                  seed=spec.seed if s.stream_seed is None else s.stream_seed)
     val = synthesis.Synthesizer(s, val_fgs, photos["rooms"], photos["hands"],
                                 seed=spec.seed + 1)
     return (SyntheticDataset(train, s.samples_per_epoch, spec, train=True),

@@ -135,6 +135,10 @@ class SynthSpec(Strict):
     """``format: synthetic``: fresh composites drawn per training epoch."""
     val_samples: Annotated[int, Field(ge=1)] = 200
     """``format: synthetic``: fixed validation composites, made from held-back cut-outs."""
+    stream_seed: int | None = None
+    """``format: synthetic``: seed of the training composites' stream (``None``: ``data.seed``).
+    A fine-tuning stage sets its own so that it draws composites the earlier stages never
+    saw; the split and the validation composites stay on ``data.seed``."""
 
 
 class DataSpec(Strict):
@@ -180,6 +184,9 @@ class LossSpec(Strict):
     lovasz: Annotated[float, Field(ge=0)] = 0.0
     """Weight of the Lovasz hinge (smp), a surrogate of IoU itself: the usual last stage
     after BCE when the target metric is IoU (Berman et al., 2018)."""
+    lovasz_per_image: bool = False
+    """Lovasz per image rather than over the whole batch: the surrogate of a mean of
+    per-image IoUs (what the cut-out gate report measures) instead of a pooled IoU."""
     pos_weight: list[Annotated[float, Field(gt=0)]] | None = None
     aux: Annotated[float, Field(ge=0)] = 0.4
     """Weight of the image-level classification loss when the model has an aux head."""

@@ -73,7 +73,7 @@ class Segmenter(L.LightningModule):
         self.register_buffer("pos_weight", torch.tensor(pos, dtype=torch.float32).view(n, 1, 1))
         self.dice_loss = smp.losses.DiceLoss("multilabel", from_logits=True) if spec.dice else None
         self.focal_loss = smp.losses.FocalLoss("multilabel") if spec.focal else None
-        self.lovasz_loss = (smp.losses.LovaszLoss("multilabel", per_image=False)
+        self.lovasz_loss = (smp.losses.LovaszLoss("multilabel", per_image=spec.lovasz_per_image)
                             if spec.lovasz else None)
         self._val: list[torch.Tensor] = []
         self.thresholds = torch.tensor(per_class(recipe.postprocess.threshold, n),
