@@ -205,6 +205,14 @@ def test_on_the_fly_synthetic_data_is_fresh_each_epoch_and_reproducible(shared_d
     assert (again.load(0)[0] == train_set.load(0)[0]).all()  # reproducible across runs
     sample = train_set[0]
     assert sample["image"].shape == (3, 64, 64) and set(sample["mask"].unique().tolist()) <= {0, 1}
+    # A later stage with its own stream seed draws other composites from the same split,
+    # and validates on the same composites as the earlier stages.
+    later = recipe.data.model_copy(update={"synth": recipe.data.synth.model_copy(
+        update={"stream_seed": recipe.data.seed + 100})})
+    later_train, later_val = synthetic_split(later, root)
+    assert {f.name for f in later_train.synth.foregrounds} == train_names
+    assert not (later_train.load(0)[0] == first).all()
+    assert (later_val.load(0)[0] == val0).all()
 
 
 def test_loader_workers_draw_the_current_epochs_composites(shared_data, tmp_path):

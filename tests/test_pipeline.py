@@ -225,3 +225,29 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     second = read_config(tmp_path / "run" / "model").training
     assert second["resumed"] is True
     assert second["steps"] == 2 * first["steps"] and second["epochs_run"] == 2
+
+
+def test_lovasz_per_image_is_the_mean_of_each_images_loss():
+    import torch
+
+    from seglab.training.trainer import Segmenter
+
+    def segmenter(per_image: bool) -> Segmenter:
+        return Segmenter(load_recipe("cpu-demo-cutout", {"train": {"loss": {
+            "bce": 0.0, "dice": 0.0, "lovasz": 1.0, "lovasz_per_image": per_image}}}))
+
+    # Image 0 is predicted right with a wide margin; image 1 has a small object missed.
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[0, 0, :4] = 1
+    mask[1, 0, 0, 0] = 1
+    logits = torch.where(mask.bool(), 5.0, -5.0)
+    logits[1, 0, 0, 0] = -5.0
+    batch, cls = {"mask": mask}, torch.zeros(2, 0)
+    per_image = float(segmenter(True).loss(logits, cls, batch)[0])
+    pooled = float(segmenter(False).loss(logits, cls, batch)[0])
+    alone = [float(segmenter(True).loss(logits[i:i + 1], cls[i:i + 1], {"mask": mask[i:i + 1]})[0])
+             for i in range(2)]
+    assert alone[0] == 0.0 and alone[1] > 1.0  # the missed object's whole IoU is lost
+    assert per_image == pytest.approx(sum(alone) / 2)
+    # Pooled over the batch, the big right object hides the small one's miss.
+    assert pooled < per_image / 2
