@@ -100,12 +100,61 @@ def test_overrides_merge_and_validate():
         load_recipe("cpu-demo", parse_override("train.epochs=0"))
 
 
+def test_a_recipe_builds_on_a_base(tmp_path):
+    (tmp_path / "first.yaml").write_text(BASE + "train: {lr: 0.01, epochs: 7}\n")
+    stage = tmp_path / "second.yaml"
+    stage.write_text("name: second\nbase: first.yaml\ntrain: {lr: 0.002}\n")
+    recipe = load_recipe(stage, parse_override("train.batch_size=3"))
+    first = load_recipe(tmp_path / "first.yaml")
+    # Its own keys win, mappings merge key by key, the rest comes from the base.
+    assert (recipe.name, recipe.train.lr, recipe.train.epochs, recipe.train.batch_size) == (
+        "second", 0.002, 7, 3)
+    assert recipe.model == first.model and recipe.data == first.data
+    # A shipped name works as a base too; the loss mapping merges into the base's.
+    shipped_stage = tmp_path / "lovasz.yaml"
+    shipped_stage.write_text("name: mine\nbase: jewellery-cutout-cpu-512\n"
+                             "train: {loss: {lovasz: 0.25}}\n")
+    mine, stage6 = load_recipe(shipped_stage), load_recipe("jewellery-cutout-cpu-512")
+    assert (mine.train.loss.bce, mine.train.loss.dice, mine.train.loss.lovasz) == (
+        stage6.train.loss.bce, stage6.train.loss.dice, 0.25) == (1.0, 0.5, 0.25)
+    assert mine.data == stage6.data and mine.data.input_size == (512, 512)
+
+
+def test_shipped_stages_say_only_what_changes():
+    stage5 = load_recipe("jewellery-cutout-cpu-448")
+    stage6 = load_recipe("jewellery-cutout-cpu-512")
+    assert stage6.data.input_size == stage6.data.synth.size == (512, 512)
+    assert stage6.data.synth.mix == stage5.data.synth.mix and stage6.gate == stage5.gate
+    assert (stage5.train.epochs, stage6.train.epochs) == (12, 8)
+    stage7 = load_recipe("jewellery-cutout-cpu-lovasz")
+    assert stage7.data.synth.stream_seed not in (None, stage7.data.seed)
+    assert stage7.train.loss.lovasz_per_image and stage7.train.loss.bce == 1.0
+
+
+def test_bad_bases_are_named(tmp_path):
+    def write(name: str, text: str):
+        (tmp_path / name).write_text(text)
+        return tmp_path / name
+
+    with pytest.raises(RecipeError, match="base 'nowhere' is neither a shipped recipe"):
+        load_recipe(write("a.yaml", "name: a\nbase: nowhere\n"))
+    with pytest.raises(RecipeError, match="needs its own name"):
+        load_recipe(write("b.yaml", "base: cpu-demo\n"))
+    write("c.yaml", "name: c\nbase: d.yaml\n")
+    with pytest.raises(RecipeError, match="leads back to itself"):
+        load_recipe(write("d.yaml", "name: d\nbase: c.yaml\n"))
+    with pytest.raises(RecipeError, match="base must be a recipe name"):
+        load_recipe(write("e.yaml", "name: e\nbase: [cpu-demo]\n"))
+
+
 @pytest.mark.parametrize("stages", [
     ("jewellery-cutout-cpu", "jewellery-cutout-cpu-continue", "jewellery-cutout-cpu-bf16",
-     "jewellery-cutout-cpu-384", "jewellery-cutout-cpu-448", "jewellery-cutout-cpu-512"),
+     "jewellery-cutout-cpu-384", "jewellery-cutout-cpu-448", "jewellery-cutout-cpu-512",
+     "jewellery-cutout-cpu-lovasz"),
     # `make zoo-jewellery-cutout ZOO_SCALE=`: the accelerator recipe as the first stage.
     ("jewellery-cutout", "jewellery-cutout-cpu-continue", "jewellery-cutout-cpu-bf16",
-     "jewellery-cutout-cpu-384", "jewellery-cutout-cpu-448", "jewellery-cutout-cpu-512"),
+     "jewellery-cutout-cpu-384", "jewellery-cutout-cpu-448", "jewellery-cutout-cpu-512",
+     "jewellery-cutout-cpu-lovasz"),
     ("steel-defects", "steel-defects-long", "steel-defects-d4"),
     ("magnetic-tile-zoo", "magnetic-tile-zoo-2", "magnetic-tile-zoo-3"),
 ])
