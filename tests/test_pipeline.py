@@ -251,3 +251,37 @@ def test_lovasz_per_image_is_the_mean_of_each_images_loss():
     assert per_image == pytest.approx(sum(alone) / 2)
     # Pooled over the batch, the big right object hides the small one's miss.
     assert pooled < per_image / 2
+
+
+def test_the_weights_training_ends_with_are_validated_and_kept_when_best(tmp_path):
+    import csv
+
+    import torch
+
+    from seglab.models.folder import read_config
+    from seglab.training.trainer import train
+
+    data = make_dataset(tmp_path / "strips", 8, seed=5, shape=(64, 400))
+
+    def recipe(epochs: int):
+        return load_recipe("cpu-demo", {**TINY, "train": {
+            **TINY["train"], "epochs": epochs, "val_every_n_epochs": 2}})
+
+    # One epoch with validation every second one: no validation during fit, so the last
+    # weights are validated at the end and kept; the latest state was still saved.
+    train(recipe(1), data, tmp_path / "run", progress=False)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    first = read_config(tmp_path / "run" / "model").training
+    assert first["best_checkpoint"] == "final.ckpt" and first["best_checkpoint_score"] is not None
+    assert torch.load(checkpoints / "last.ckpt", weights_only=False)["epoch"] == 0
+    # Resumed to three epochs: validated after the second by Lightning, after the third by
+    # seglab; the model is the better of the two, with its score.
+    train(recipe(3), data, tmp_path / "run", resume=True, progress=False)
+    third = read_config(tmp_path / "run" / "model").training
+    monitor = third["best_checkpoint_metric"]
+    with open(tmp_path / "run" / "logs" / "metrics.csv") as f:  # the resumed run's log
+        scores = [float(r[monitor]) for r in csv.DictReader(f) if r.get(monitor)]
+    assert len(scores) == 2  # after epochs 2 and 3
+    assert third["steps"] == 3 * first["steps"]
+    assert third["best_checkpoint_score"] == round(max(scores), 5)
+    assert (third["best_checkpoint"] == "final.ckpt") == (scores[1] > scores[0])

@@ -76,6 +76,8 @@ class Segmenter(L.LightningModule):
         self.lovasz_loss = (smp.losses.LovaszLoss("multilabel", per_image=spec.lovasz_per_image)
                             if spec.lovasz else None)
         self._val: list[torch.Tensor] = []
+        self.validated_step = -1
+        """The training step whose weights were last validated (kept in checkpoints)."""
         self.thresholds = torch.tensor(per_class(recipe.postprocess.threshold, n),
                                        dtype=torch.float32)
 
@@ -166,6 +168,14 @@ class Segmenter(L.LightningModule):
             self.log("val_dice_defective", dice[present].mean(), rank_zero_only=True)
         for i, name in enumerate(self.recipe.model.classes):
             self.log(f"val_dice/{name}", dice[:, i].mean(), rank_zero_only=True)
+        if not self.trainer.sanity_checking:
+            self.validated_step = self.global_step
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["seglab_validated_step"] = self.validated_step
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.validated_step = checkpoint.get("seglab_validated_step", -1)
 
     def on_train_end(self) -> None:
         """Record this rank's weights digest; under DDP every rank must hold the same model."""
@@ -300,9 +310,12 @@ def train(recipe: Recipe, data: str | os.PathLike[str], out: str | os.PathLike[s
     monitor = monitor_of(recipe)
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=monitor,
                            mode="max", save_last=False)
-    # The latest state, every epoch, for --resume (save_last only fires when "best" improves).
+    # The latest state, every epoch, for --resume (save_last only fires when "best" improves;
+    # without save_on_train_epoch_end Lightning saves it only after a validation, so with
+    # val_every_n_epochs: 2 a kill lost up to two epochs).
     latest = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", monitor=None,
-                             save_top_k=1, every_n_epochs=1, enable_version_counter=False)
+                             save_top_k=1, every_n_epochs=1, enable_version_counter=False,
+                             save_on_train_epoch_end=True)
     callbacks: list = [ckpt, latest]
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=lightning_refresh_rate(len(train_loader))))
@@ -329,9 +342,14 @@ def train(recipe: Recipe, data: str | os.PathLike[str], out: str | os.PathLike[s
     started = time.time()
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume and last.exists()
                 else None)
+    best, best_score = ckpt.best_model_path, ckpt.best_model_score
+    final = validate_final(trainer, module, val_loader, monitor,
+                           None if best_score is None else float(best_score), out)
+    if final is not None:
+        best, best_score = final
     if not trainer.is_global_zero:
         return out / "model"
-    best = ckpt.best_model_path or (str(last) if last.exists() else "")
+    best = best or (str(last) if last.exists() else "")
     if best:
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
@@ -341,7 +359,7 @@ def train(recipe: Recipe, data: str | os.PathLike[str], out: str | os.PathLike[s
         "train_images": len(split.train), "val_images": len(split.val),
         "epochs_run": trainer.current_epoch, "steps": trainer.global_step,
         "best_checkpoint_metric": monitor,
-        "best_checkpoint_score": _scalar(ckpt.best_model_score),
+        "best_checkpoint_score": _scalar(best_score),
         "best_checkpoint": Path(best).name if best else None,
         "seconds": round(time.time() - started, 1), "resumed": bool(resume and last.exists()),
         "parameters": count_parameters(module.net),
@@ -351,6 +369,23 @@ def train(recipe: Recipe, data: str | os.PathLike[str], out: str | os.PathLike[s
         "recipe_data": recipe.data.model_dump(mode="json"),
     }
     return modelfolder.save(out / "model", module.net.cpu(), config)
+
+
+def validate_final(trainer: L.Trainer, module: Segmenter, val_loader: DataLoader, monitor: str,
+                   best_score: float | None, out: Path) -> tuple[str, float] | None:
+    """Validate the weights training ended with when no validation saw them (``epochs`` not a
+    multiple of ``val_every_n_epochs``, or stopped by ``max_minutes``); they are usually the
+    best, at the schedule's lowest rate. Returns ``(checkpoint, score)`` when they beat the
+    best checkpoint (saved as ``checkpoints/final.ckpt``), else ``None``."""
+    if module.validated_step == trainer.global_step or trainer.global_step == 0:
+        return None
+    metrics = trainer.validate(module, val_loader, verbose=False)
+    score = float(metrics[0][monitor]) if metrics and monitor in metrics[0] else None
+    if score is None or (best_score is not None and score <= best_score):
+        return None
+    path = out / "checkpoints" / "final.ckpt"
+    trainer.save_checkpoint(path)
+    return str(path), score
 
 
 def _quiet_lightning() -> None:
