@@ -129,6 +129,8 @@ def test_shipped_stages_say_only_what_changes():
     stage7 = load_recipe("jewellery-cutout-cpu-lovasz")
     assert stage7.data.synth.stream_seed not in (None, stage7.data.seed)
     assert stage7.train.loss.lovasz_per_image and stage7.train.loss.bce == 1.0
+    with pytest.raises(RecipeError, match="validation composites' stream"):
+        load_recipe("jewellery-cutout-cpu-lovasz", {"data": {"synth": {"stream_seed": 8}}})
 
 
 def test_bad_bases_are_named(tmp_path):

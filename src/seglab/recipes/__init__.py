@@ -138,7 +138,9 @@ class SynthSpec(Strict):
     stream_seed: int | None = None
     """``format: synthetic``: seed of the training composites' stream (``None``: ``data.seed``).
     A fine-tuning stage sets its own so that it draws composites the earlier stages never
-    saw; the split and the validation composites stay on ``data.seed``."""
+    saw; the split and the validation composites stay on ``data.seed``, so it must differ
+    from ``data.seed + 1`` (the validation stream). ``tools/release_zoo.py`` draws its
+    held-out composites from seeds 9000-9003 and 9100-9103: keep clear of those too."""
 
 
 class DataSpec(Strict):
@@ -174,6 +176,9 @@ class DataSpec(Strict):
             raise ValueError("augment.rotate90 needs a square training size (crop_size or "
                              "input_size): a quarter turn of a non-square image changes its "
                              f"shape (got {trained})")
+        if self.synth is not None and self.synth.stream_seed == self.seed + 1:
+            raise ValueError(f"synth.stream_seed {self.synth.stream_seed} is the validation "
+                             f"composites' stream (data.seed + 1): pick another")
         return self
 
 
@@ -186,7 +191,8 @@ class LossSpec(Strict):
     after BCE when the target metric is IoU (Berman et al., 2018)."""
     lovasz_per_image: bool = False
     """Lovasz per image rather than over the whole batch: the surrogate of a mean of
-    per-image IoUs (what the cut-out gate report measures) instead of a pooled IoU."""
+    per-image IoUs (what the cut-out gate report measures) instead of a pooled IoU. With
+    several classes, smp pools an image's classes into one hinge."""
     pos_weight: list[Annotated[float, Field(gt=0)]] | None = None
     aux: Annotated[float, Field(ge=0)] = 0.4
     """Weight of the image-level classification loss when the model has an aux head."""

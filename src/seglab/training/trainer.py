@@ -2,13 +2,16 @@
 
 ``train(recipe, data, out)`` fits the recipe's model, keeps the checkpoint with
 the best validation mean Dice, and saves a model folder (``out/model``). The
-run folder holds ``checkpoints/`` (``last.ckpt`` for ``--resume``), CSV and
-TensorBoard logs and ``split.json`` (which images validated).
+run folder holds ``checkpoints/`` (``last.ckpt`` for ``--resume``, ``best.ckpt``, and
+``final.ckpt`` when the weights training ended with were validated only after it and
+won; that validation is logged one epoch past the last), CSV and TensorBoard logs and
+``split.json`` (which images validated).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import time
@@ -347,6 +350,15 @@ def train(recipe: Recipe, data: str | os.PathLike[str], out: str | os.PathLike[s
                            None if best_score is None else float(best_score), out)
     if final is not None:
         best, best_score = final
+        # The best-checkpoint callback adopts it, and the latest state records that, so a
+        # resumed run that trains on compares its validations with these weights.
+        ckpt.best_model_path, ckpt.best_model_score = best, torch.tensor(best_score)
+        ckpt.best_k_models = {best: ckpt.best_model_score}
+        ckpt.kth_best_model_path, ckpt.kth_value = best, ckpt.best_model_score
+        trainer.save_checkpoint(last)
+    elif (out / "checkpoints" / "final.ckpt").exists() and trainer.is_global_zero and (
+            Path(ckpt.best_model_path or ".").name != "final.ckpt"):
+        (out / "checkpoints" / "final.ckpt").unlink()  # an earlier run's, beaten since
     if not trainer.is_global_zero:
         return out / "model"
     best = best or (str(last) if last.exists() else "")
@@ -381,7 +393,10 @@ def validate_final(trainer: L.Trainer, module: Segmenter, val_loader: DataLoader
         return None
     metrics = trainer.validate(module, val_loader, verbose=False)
     score = float(metrics[0][monitor]) if metrics and monitor in metrics[0] else None
-    if score is None or (best_score is not None and score <= best_score):
+    keep = score is not None and math.isfinite(score) and (best_score is None
+                                                           or score > best_score)
+    # Every rank computed the score from the same gathered data; rank 0 decides for all.
+    if not trainer.strategy.broadcast(keep, src=0):
         return None
     path = out / "checkpoints" / "final.ckpt"
     trainer.save_checkpoint(path)
