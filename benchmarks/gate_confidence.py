@@ -45,7 +45,7 @@ def _predictor(model: str) -> Predictor:
         return load_model(model)
     from seglab.models import folder as modelfolder
     from seglab.recipes import Recipe
-    from seglab.training.trainer import Segmenter
+    from seglab.training.segmenter import Segmenter
 
     run = Path(model).parents[1]
     recipe = Recipe.model_validate_json((run / "recipe.json").read_text())

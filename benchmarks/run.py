@@ -607,7 +607,7 @@ def bench_train(repeats: int) -> None:
     from torch.utils.data import DataLoader, Dataset
 
     from seglab.recipes import load_recipe
-    from seglab.training.trainer import Segmenter
+    from seglab.training.segmenter import Segmenter
 
     size, batch, steps = (128, 800), 4, 6
     recipe = load_recipe("severstal-unet-r50", {"model": {"encoder_weights": None,

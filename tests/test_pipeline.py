@@ -233,7 +233,7 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
 def test_lovasz_per_image_is_the_mean_of_each_images_loss():
     import torch
 
-    from seglab.training.trainer import Segmenter
+    from seglab.training.segmenter import Segmenter
 
     def segmenter(per_image: bool) -> Segmenter:
         return Segmenter(load_recipe("cpu-demo-cutout", {"train": {"loss": {
