@@ -289,9 +289,14 @@ def test_the_weights_training_ends_with_are_validated_and_kept_when_best(tmp_pat
     assert len(scores) == 2  # after epochs 2 and 3
     assert third["steps"] == 3 * first["steps"]
     # The first run's final weights compete too: their score travelled in last.ckpt.
-    candidates = [(first["best_checkpoint_score"], "final.ckpt"), (scores[0], "best.ckpt"),
-                  (scores[1], "final.ckpt")]
+    first_score = float(next(v["best_model_score"] for k, v in latest["callbacks"].items()
+                             if k.startswith("ModelCheckpoint") and v.get("best_model_score")
+                             is not None))
+    assert first_score == pytest.approx(first["best_checkpoint_score"], abs=1e-5)
+    candidates = [(first_score, "final.ckpt"), (scores[0], "best.ckpt"), (scores[1], "final.ckpt")]
     score, name = max(candidates, key=lambda c: c[0])  # the earliest of equals, as Lightning
     assert third["best_checkpoint_score"] == pytest.approx(score, abs=1e-5)
     assert third["best_checkpoint"] == name
     assert (checkpoints / "final.ckpt").exists() == (name == "final.ckpt")
+    # One file per role: a beaten best.ckpt went, so Lightning never writes best-v1.ckpt.
+    assert {p.name for p in checkpoints.iterdir()} <= {"best.ckpt", "final.ckpt", "last.ckpt"}

@@ -122,7 +122,7 @@ def train(recipe: Recipe, data: str | os.PathLike[str], out: str | os.PathLike[s
     write_text_atomic(out / "recipe.json", recipe.model_dump_json(indent=2))
     monitor = monitor_of(recipe)
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=monitor,
-                           mode="max", save_last=False)
+                           mode="max", save_last=False, enable_version_counter=False)
     # The latest state, every epoch, for --resume (save_last only fires when "best" improves;
     # without save_on_train_epoch_end Lightning saves it only after a validation, so with
     # val_every_n_epochs: 2 a kill lost up to two epochs).
@@ -159,13 +159,8 @@ def train(recipe: Recipe, data: str | os.PathLike[str], out: str | os.PathLike[s
     final = validate_final(trainer, module, val_loader, monitor,
                            None if best_score is None else float(best_score), out)
     if final is not None:
+        adopt_final(trainer, ckpt, module, *final, last)
         best, best_score = final
-        # The best-checkpoint callback adopts it, and the latest state records that, so a
-        # resumed run that trains on compares its validations with these weights.
-        ckpt.best_model_path, ckpt.best_model_score = best, torch.tensor(best_score)
-        ckpt.best_k_models = {best: ckpt.best_model_score}
-        ckpt.kth_best_model_path, ckpt.kth_value = best, ckpt.best_model_score
-        trainer.save_checkpoint(last)
     elif (out / "checkpoints" / "final.ckpt").exists() and trainer.is_global_zero and (
             Path(ckpt.best_model_path or ".").name != "final.ckpt"):
         (out / "checkpoints" / "final.ckpt").unlink()  # an earlier run's, beaten since
@@ -206,11 +201,37 @@ def validate_final(trainer: L.Trainer, module: Segmenter, val_loader: DataLoader
     keep = score is not None and math.isfinite(score) and (best_score is None
                                                            or score > best_score)
     # Every rank computed the score from the same gathered data; rank 0 decides for all.
-    if not trainer.strategy.broadcast(keep, src=0):
+    keep, score = trainer.strategy.broadcast((keep, score), src=0)
+    if not keep:
         return None
-    path = out / "checkpoints" / "final.ckpt"
+    path = (out / "checkpoints" / "final.ckpt").resolve()
     trainer.save_checkpoint(path)
     return str(path), score
+
+
+def adopt_final(trainer: L.Trainer, ckpt: ModelCheckpoint, module: Segmenter, path: str,
+                score: float, last: Path) -> None:
+    """Make the kept final weights the best checkpoint, in the callback and in ``last.ckpt``,
+    so a resumed run that trains on compares its validations with them. Only the callback
+    state in ``last.ckpt`` changes (it may hold the end of an earlier epoch, when
+    ``max_minutes`` stopped mid-epoch: a resume must start there); the beaten ``best.ckpt``
+    goes, so that Lightning's next best is written under that name again."""
+    beaten = ckpt.best_model_path
+    ckpt.best_model_path, ckpt.best_model_score = path, torch.tensor(score)
+    ckpt.best_k_models = {path: ckpt.best_model_score}
+    ckpt.kth_best_model_path, ckpt.kth_value = path, ckpt.best_model_score
+    if trainer.is_global_zero:
+        if beaten and beaten != path and Path(beaten).exists():
+            Path(beaten).unlink()
+        if last.exists():  # (none when max_minutes stopped the first epoch: no resume point)
+            state = torch.load(last, map_location="cpu", weights_only=False)
+            state["callbacks"][ckpt.state_key] = ckpt.state_dict()
+            if state.get("global_step") == trainer.global_step:
+                state["seglab_validated_step"] = module.validated_step
+            partial = last.with_suffix(".partial")
+            torch.save(state, partial)
+            os.replace(partial, last)
+    trainer.strategy.barrier()
 
 
 def _quiet_lightning() -> None:

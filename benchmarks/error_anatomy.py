@@ -1,0 +1,94 @@
+"""Where does a cut-out model lose IoU on held-out composites, and at which threshold and size?
+
+    .venv/bin/python benchmarks/error_anatomy.py RELEASE/heldout [MODEL]
+        [--thresholds 0.3 0.4 0.5 0.6 0.7] [--sizes 576 640]
+
+RELEASE/heldout is what ``tools/release_zoo.py jewellery-cutout`` writes (one folder per
+background kind with ``images/`` and ``masks/``); MODEL defaults to the zoo's
+``jewellery-cutout``. Each wrong pixel is put in one bin, and each bin's share of the
+mean IoU loss printed (the bins add up to 1 - mean IoU):
+``fat edge`` (wrong foreground within 2 px of the true outline), ``thin edge`` (missed
+foreground there), ``missed part`` (missed foreground further in), ``filled opening``
+(foreground in background the piece encloses: ring openings, hoops) and ``stray``
+(foreground anywhere else). Then the mean IoU, accepted share and right accepted
+(IoU >= 0.95) with the model's own cleaning and gate at other thresholds, and at other
+input sizes (no training): the questions a next training stage has to answer first.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from seglab.data.images import list_images, read_image
+from seglab.infer.gate import judge
+from seglab.infer.predictor import load_model
+
+BINS = ("fat edge", "thin edge", "missed part", "filled opening", "stray")
+
+
+def anatomy(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Each bin's wrong pixels over the union: the bins sum to 1 - IoU."""
+    band = ndimage.binary_dilation(truth, iterations=2) & ~ndimage.binary_erosion(
+        truth, iterations=2)
+    opening = ndimage.binary_fill_holes(truth) & ~truth
+    extra, missed = pred & ~truth, truth & ~pred
+    union = max(int((pred | truth).sum()), 1)
+    counts = (extra & band, missed & band, missed & ~band, extra & opening & ~band,
+              extra & ~band & ~opening)
+    return {name: float(c.sum()) / union for name, c in zip(BINS, counts, strict=True)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("heldout", type=Path)
+    parser.add_argument("model", nargs="?", default="jewellery-cutout")
+    parser.add_argument("--thresholds", type=float, nargs="*", default=[0.3, 0.4, 0.5, 0.6, 0.7])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[])
+    args = parser.parse_args()
+    predictor = load_model(args.model)
+    pairs = [(image, kind / "masks" / f"{image.stem}.png")
+             for kind in sorted(p for p in args.heldout.iterdir() if (p / "images").is_dir())
+             for image in list_images(kind / "images")]
+    truths = [cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE) > 127 for _, mask in pairs]
+    print(f"{len(pairs)} composites from {args.heldout}, model {args.model}")
+
+    def probabilities() -> list[np.ndarray]:
+        return [predictor.probabilities([read_image(image)])[0][0][0] for image, _ in pairs]
+
+    def score(probs: list[np.ndarray], threshold: float) -> tuple[float, int, int, list]:
+        config = predictor.config.model_copy(deep=True)
+        config.postprocess.threshold = threshold
+        ious, accepted, right, bins = [], 0, 0, []
+        for p, truth in zip(probs, truths, strict=True):
+            _, mask, decision = judge(p, config)
+            pred = mask.astype(bool)
+            iou = float((pred & truth).sum()) / max(int((pred | truth).sum()), 1)
+            ious.append(iou)
+            bins.append(anatomy(pred, truth))
+            accepted += decision.accepted
+            right += decision.accepted and iou >= 0.95
+        return float(np.mean(ious)), accepted, right, bins
+
+    probs = probabilities()
+    own = float(np.ravel(predictor.config.postprocess.threshold)[0])
+    iou, accepted, right, bins = score(probs, own)
+    print(f"\nat threshold {own}: mean IoU {iou:.4f}; loss {1 - iou:.4f} =")
+    for name in BINS:
+        print(f"  {name:15s} {np.mean([b[name] for b in bins]):.4f}")
+    print("\nthreshold  mean IoU  accepted  right")
+    for t in args.thresholds:
+        iou, accepted, right, _ = score(probs, t)
+        print(f"{t:9.2f}  {iou:8.4f}  {accepted:8d}  {right:5d}")
+    for size in args.sizes:
+        predictor.input_size = (size, size)
+        iou, accepted, right, _ = score(probabilities(), own)
+        print(f"run at {size}x{size}: mean IoU {iou:.4f}, accepted {accepted}, right {right}")
+
+
+if __name__ == "__main__":
+    main()
