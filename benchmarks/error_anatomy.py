@@ -27,6 +27,7 @@ from scipy import ndimage
 from seglab.data.images import list_images, read_image
 from seglab.infer.gate import judge
 from seglab.infer.predictor import load_model
+from seglab.metrics import iou as mask_iou
 
 BINS = ("fat edge", "thin edge", "missed part", "filled opening", "stray")
 
@@ -67,8 +68,7 @@ def main() -> None:
         for p, truth in zip(probs, truths, strict=True):
             _, mask, decision = judge(p, config)
             pred = mask.astype(bool)
-            iou = float((pred & truth).sum()) / max(int((pred | truth).sum()), 1)
-            ious.append(iou)
+            ious.append(iou := mask_iou(pred, truth))
             bins.append(anatomy(pred, truth))
             accepted += decision.accepted
             right += decision.accepted and iou >= 0.95
