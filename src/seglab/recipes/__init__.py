@@ -195,6 +195,11 @@ class LossSpec(Strict):
     """Lovasz per image rather than over the whole batch: the surrogate of a mean of
     per-image IoUs (what the cut-out gate report measures) instead of a pooled IoU. With
     several classes, smp pools an image's classes into one hinge."""
+    edge_weight: Annotated[float, Field(ge=0)] = 0.0
+    """Extra BCE weight on pixels within ``edge_width`` px of a true outline (the pixel
+    counts 1 + edge_weight): where a cut-out model's wrong pixels and unsure
+    probabilities gather (outlines drawn too fat, thin chains and prongs)."""
+    edge_width: Annotated[int, Field(ge=1, le=16)] = 2
     pos_weight: list[Annotated[float, Field(gt=0)]] | None = None
     aux: Annotated[float, Field(ge=0)] = 0.4
     """Weight of the image-level classification loss when the model has an aux head."""

@@ -38,6 +38,17 @@ def monitor_of(recipe: Recipe) -> str:
     return {"dice": MONITOR, "dice_gated": GATED, "iou": IOU}[choice]
 
 
+def edge_band(mask: torch.Tensor, width: int) -> torch.Tensor:
+    """1 on pixels within ``width`` px (chessboard distance) of an outline of ``mask``
+    (N, C, H, W, values 0/1), on either side, else 0. Dilation minus erosion by max
+    pooling: a few tensor operations on the batch already on the device, which a
+    distance-transform library would need to copy to the CPU for."""
+    size = 2 * width + 1
+    grown = F.max_pool2d(mask, size, stride=1, padding=width)
+    shrunk = -F.max_pool2d(-mask, size, stride=1, padding=width)
+    return grown - shrunk
+
+
 class Segmenter(L.LightningModule):
     """The recipe's model with its loss, optimiser, schedule and validation Dice."""
 
@@ -90,8 +101,10 @@ class Segmenter(L.LightningModule):
         mask = batch["mask"]
         parts: dict[str, torch.Tensor] = {}
         if spec.bce:
+            weight = edge_band(mask, spec.edge_width) * spec.edge_weight + 1.0 \
+                if spec.edge_weight else None
             parts["bce"] = spec.bce * F.binary_cross_entropy_with_logits(
-                logits.float(), mask, pos_weight=self.pos_weight)
+                logits.float(), mask, weight=weight, pos_weight=self.pos_weight)
         if self.dice_loss is not None:
             parts["dice"] = spec.dice * self.dice_loss(logits.float(), mask)
         if self.focal_loss is not None:
