@@ -256,6 +256,42 @@ def test_lovasz_per_image_is_the_mean_of_each_images_loss():
     assert pooled < per_image / 2
 
 
+def test_edge_weight_counts_the_pixels_around_true_outlines_more():
+    import torch
+    import torch.nn.functional as F
+
+    from seglab.training.segmenter import Segmenter, edge_band
+
+    # A 4x4 square in 12x12: width 1 marks its outer ring of 4x4 - 2x2 = 12 pixels and
+    # the 6x6 - 4x4 = 20 pixels just outside it; nothing at the far corners.
+    mask = torch.zeros(1, 1, 12, 12)
+    mask[..., 4:8, 4:8] = 1
+    band = edge_band(mask, 1)
+    assert int(band.sum()) == 32 and band[..., 0, 0] == 0 and band[..., 5:7, 5:7].sum() == 0
+    assert int(edge_band(mask, 2).sum()) == 64  # all of the 8x8 around it: none left inside
+    # An image border is not an outline: a mask filling the top half has one band row pair.
+    half = torch.zeros(1, 1, 8, 8)
+    half[..., :4, :] = 1
+    assert edge_band(half, 1)[0, 0].sum(dim=1).tolist() == [0, 0, 0, 8, 8, 0, 0, 0]
+
+    def bce(edge_weight: float, logits: torch.Tensor) -> float:
+        segmenter = Segmenter(load_recipe("cpu-demo-cutout", {"train": {"loss": {
+            "bce": 1.0, "dice": 0.0, "edge_weight": edge_weight, "edge_width": 1}}}))
+        return float(segmenter.loss(logits, torch.zeros(1, 0), {"mask": mask})[0])
+
+    # One wrong pixel on the outline, one far from it: with weight 4 the outline's error
+    # counts five times, the far one once; weight 0 is plain BCE.
+    logits = torch.where(mask.bool(), 6.0, -6.0)
+    on_edge, far = logits.clone(), logits.clone()
+    on_edge[..., 3, 3] = 6.0  # just outside the square's corner
+    far[..., 0, 0] = 6.0
+    assert bce(0.0, on_edge) == pytest.approx(
+        float(F.binary_cross_entropy_with_logits(on_edge, mask)))
+    assert bce(0.0, on_edge) == pytest.approx(bce(0.0, far))
+    base = bce(4.0, logits)
+    assert bce(4.0, on_edge) - base == pytest.approx(5 * (bce(4.0, far) - base), rel=1e-3)
+
+
 def test_the_weights_training_ends_with_are_validated_and_kept_when_best(tmp_path):
     import csv
 

@@ -131,6 +131,12 @@ def test_shipped_stages_say_only_what_changes():
     assert stage7.train.loss.lovasz_per_image and stage7.train.loss.bce == 1.0
     with pytest.raises(RecipeError, match="validation composites' stream"):
         load_recipe("jewellery-cutout-cpu-lovasz", {"data": {"synth": {"stream_seed": 8}}})
+    edges = load_recipe("jewellery-cutout-cpu-edges")
+    assert (edges.train.loss.edge_weight, edges.train.loss.bce, edges.data.input_size) == (
+        4.0, 1.0, (512, 512))
+    # A stream of its own: neither stages 1-6's nor the Lovasz try's composites.
+    assert edges.data.synth.stream_seed not in (
+        stage7.data.synth.stream_seed, stage6.data.synth.stream_seed, stage6.data.seed)
 
 
 def test_bad_bases_are_named(tmp_path):
@@ -152,11 +158,11 @@ def test_bad_bases_are_named(tmp_path):
 @pytest.mark.parametrize("stages", [
     ("jewellery-cutout-cpu", "jewellery-cutout-cpu-continue", "jewellery-cutout-cpu-bf16",
      "jewellery-cutout-cpu-384", "jewellery-cutout-cpu-448", "jewellery-cutout-cpu-512",
-     "jewellery-cutout-cpu-lovasz"),
+     "jewellery-cutout-cpu-lovasz", "jewellery-cutout-cpu-edges"),
     # `make zoo-jewellery-cutout ZOO_SCALE=`: the accelerator recipe as the first stage.
     ("jewellery-cutout", "jewellery-cutout-cpu-continue", "jewellery-cutout-cpu-bf16",
      "jewellery-cutout-cpu-384", "jewellery-cutout-cpu-448", "jewellery-cutout-cpu-512",
-     "jewellery-cutout-cpu-lovasz"),
+     "jewellery-cutout-cpu-lovasz", "jewellery-cutout-cpu-edges"),
     ("steel-defects", "steel-defects-long", "steel-defects-d4"),
     ("magnetic-tile-zoo", "magnetic-tile-zoo-2", "magnetic-tile-zoo-3"),
 ])
