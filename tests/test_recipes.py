@@ -132,11 +132,11 @@ def test_shipped_stages_say_only_what_changes():
     with pytest.raises(RecipeError, match="validation composites' stream"):
         load_recipe("jewellery-cutout-cpu-lovasz", {"data": {"synth": {"stream_seed": 8}}})
     edges = load_recipe("jewellery-cutout-cpu-edges")
-    assert (edges.train.loss.edge_weight, edges.train.loss.bce, edges.data.input_size) == (
-        4.0, 1.0, (512, 512))
-    # A stream of its own: neither stages 1-6's nor the Lovasz try's composites.
-    assert edges.data.synth.stream_seed not in (
-        stage7.data.synth.stream_seed, stage6.data.synth.stream_seed, stage6.data.seed)
+    assert (edges.train.loss.edge_weight, edges.train.loss.edge_width, edges.train.loss.bce,
+            edges.data.input_size) == (4.0, 2, 1.0, (512, 512))
+    # A stream of its own: neither stages 1-6's (data.seed) nor the Lovasz try's composites.
+    assert stage6.data.synth.stream_seed is None
+    assert edges.data.synth.stream_seed not in (stage7.data.synth.stream_seed, stage6.data.seed)
 
 
 def test_bad_bases_are_named(tmp_path):

@@ -198,7 +198,10 @@ class LossSpec(Strict):
     edge_weight: Annotated[float, Field(ge=0)] = 0.0
     """Extra BCE weight on pixels within ``edge_width`` px of a true outline (the pixel
     counts 1 + edge_weight): where a cut-out model's wrong pixels and unsure
-    probabilities gather (outlines drawn too fat, thin chains and prongs)."""
+    probabilities gather (outlines drawn too fat, thin chains and prongs). It multiplies
+    ``pos_weight``; the mean stays over all pixels, so the BCE term grows by about
+    1 + edge_weight x the band's share of pixels (its ``val_loss`` is not comparable with
+    an unweighted run's)."""
     edge_width: Annotated[int, Field(ge=1, le=16)] = 2
     pos_weight: list[Annotated[float, Field(gt=0)]] | None = None
     aux: Annotated[float, Field(ge=0)] = 0.4

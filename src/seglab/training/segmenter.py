@@ -1,6 +1,7 @@
-"""The LightningModule seglab trains: the recipe's network with its loss (BCE, Dice, focal,
-Lovasz, the image-level head's BCE), optimiser and schedule, and the validation metrics
-the best checkpoint is chosen by. ``trainer.train`` runs it.
+"""The LightningModule seglab trains: the recipe's network with its loss (BCE, optionally
+weighted on a band around true outlines, Dice, focal, Lovasz, the image-level head's BCE),
+optimiser and schedule, and the validation metrics the best checkpoint is chosen by.
+``trainer.train`` runs it.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ def monitor_of(recipe: Recipe) -> str:
 def edge_band(mask: torch.Tensor, width: int) -> torch.Tensor:
     """1 on pixels within ``width`` px (chessboard distance) of an outline of ``mask``
     (N, C, H, W, values 0/1), on either side, else 0. Dilation minus erosion by max
-    pooling: a few tensor operations on the batch already on the device, which a
-    distance-transform library would need to copy to the CPU for."""
+    pooling (on a soft mask, the local max minus min): a few tensor operations on the
+    batch already on the device, which a distance-transform library would need to copy to
+    the CPU for."""
     size = 2 * width + 1
     grown = F.max_pool2d(mask, size, stride=1, padding=width)
     shrunk = -F.max_pool2d(-mask, size, stride=1, padding=width)
