@@ -10,7 +10,9 @@ mean IoU loss printed (the bins add up to 1 - mean IoU):
 ``fat edge`` (wrong foreground within 2 px of the true outline), ``thin edge`` (missed
 foreground there), ``missed part`` (missed foreground further in), ``filled opening``
 (foreground in background the piece encloses: ring openings, hoops) and ``stray``
-(foreground anywhere else). Then the mean IoU, accepted share and right accepted
+(foreground anywhere else). Then where the gate's confidence is lost: how far mean p
+inside the mask and mean p outside fall short, on the outline's band and away from it.
+Then the mean IoU, accepted share and right accepted
 (IoU >= 0.95) with the model's own cleaning and gate at other thresholds, and at other
 input sizes (no training): the questions a next training stage has to answer first.
 """
@@ -32,16 +34,37 @@ from seglab.metrics import iou as mask_iou
 BINS = ("fat edge", "thin edge", "missed part", "filled opening", "stray")
 
 
+SHORTFALLS = ("inside, edge", "inside, further in", "outside, edge", "outside, elsewhere")
+
+
+def edge_band(truth: np.ndarray) -> np.ndarray:
+    """Pixels within 2 px (city-block) of the true outline, on either side."""
+    return ndimage.binary_dilation(truth, iterations=2) & ~ndimage.binary_erosion(
+        truth, iterations=2)
+
+
 def anatomy(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """Each bin's wrong pixels over the union: the bins sum to 1 - IoU."""
-    band = ndimage.binary_dilation(truth, iterations=2) & ~ndimage.binary_erosion(
-        truth, iterations=2)
+    band = edge_band(truth)
     opening = ndimage.binary_fill_holes(truth) & ~truth
     extra, missed = pred & ~truth, truth & ~pred
     union = max(int((pred | truth).sum()), 1)
     counts = (extra & band, missed & band, missed & ~band, extra & opening & ~band,
               extra & ~band & ~opening)
     return {name: float(c.sum()) / union for name, c in zip(BINS, counts, strict=True)}
+
+
+def shortfall(probs: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Where the gate's confidence, min(mean p inside, 1 - mean p outside), falls short of
+    1: ``1 - mean p inside`` split into the predicted mask's pixels on the true outline's
+    band and further in, ``mean p outside`` likewise (the two pairs sum to each term's
+    shortfall)."""
+    band = edge_band(truth)
+    n_in, n_out = max(int(pred.sum()), 1), max(int((~pred).sum()), 1)
+    return dict(zip(SHORTFALLS, (
+        float((1 - probs[pred & band]).sum()) / n_in, float((1 - probs[pred & ~band]).sum()) / n_in,
+        float(probs[~pred & band].sum()) / n_out, float(probs[~pred & ~band].sum()) / n_out),
+        strict=True))
 
 
 def main() -> None:
@@ -69,7 +92,7 @@ def main() -> None:
             _, mask, decision = judge(p, config)
             pred = mask.astype(bool)
             ious.append(iou := mask_iou(pred, truth))
-            bins.append(anatomy(pred, truth))
+            bins.append({**anatomy(pred, truth), **shortfall(p, pred, truth)})
             accepted += decision.accepted
             right += decision.accepted and iou >= 0.95
         return float(np.mean(ious)), accepted, right, bins
@@ -80,6 +103,14 @@ def main() -> None:
     print(f"\nat threshold {own}: mean IoU {iou:.4f}; loss {1 - iou:.4f} =")
     for name in BINS:
         print(f"  {name:15s} {np.mean([b[name] for b in bins]):.4f}")
+    short = {name: np.array([b[name] for b in bins]) for name in SHORTFALLS}
+    inside, outside = short[SHORTFALLS[0]] + short[SHORTFALLS[1]], short[SHORTFALLS[2]] + \
+        short[SHORTFALLS[3]]
+    print(f"confidence: 1 - mean p inside {inside.mean():.4f} (the lower term in "
+          f"{int((inside > outside).sum())} of {len(bins)}), mean p outside {outside.mean():.4f};"
+          " of which")
+    for name in SHORTFALLS:
+        print(f"  {name:19s} {short[name].mean():.4f}")
     print("\nthreshold  mean IoU  accepted  right")
     for t in args.thresholds:
         iou, accepted, right, _ = score(probs, t)
