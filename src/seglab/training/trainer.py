@@ -34,7 +34,7 @@ from seglab.data.datasets import (
     sample_weights,
     stratified_split,
 )
-from seglab.data.files import write_text_atomic
+from seglab.data.files import atomic_write, write_text_atomic
 from seglab.models import folder as modelfolder
 from seglab.models.network import count_parameters
 from seglab.progress import lightning_refresh_rate
@@ -228,9 +228,8 @@ def adopt_final(trainer: L.Trainer, ckpt: ModelCheckpoint, module: Segmenter, pa
             state["callbacks"][ckpt.state_key] = ckpt.state_dict()
             if state.get("global_step") == trainer.global_step:
                 state["seglab_validated_step"] = module.validated_step
-            partial = last.with_suffix(".partial")
-            torch.save(state, partial)
-            os.replace(partial, last)
+            with atomic_write(last) as fh:
+                torch.save(state, fh)
     trainer.strategy.barrier()
 
 
