@@ -187,6 +187,11 @@ class DataSpec(Strict):
 class LossSpec(Strict):
     bce: Annotated[float, Field(ge=0)] = 1.0
     dice: Annotated[float, Field(ge=0)] = 0.0
+    dice_per_image: bool = False
+    """Soft Dice per image and class, then their mean, rather than pooled over the batch:
+    the surrogate of a mean of per-image IoUs, so a thin chain counts as much as a large
+    pendant in the same batch (pooled, the large pieces' pixels decide the gradient).
+    Unlike the Lovasz hinge it keeps pushing probabilities towards 0 and 1."""
     focal: Annotated[float, Field(ge=0)] = 0.0
     lovasz: Annotated[float, Field(ge=0)] = 0.0
     """Weight of the Lovasz hinge (smp), a surrogate of IoU itself: the usual last stage

@@ -108,7 +108,12 @@ class Segmenter(L.LightningModule):
             parts["bce"] = spec.bce * F.binary_cross_entropy_with_logits(
                 logits.float(), mask, weight=weight, pos_weight=self.pos_weight)
         if self.dice_loss is not None:
-            parts["dice"] = spec.dice * self.dice_loss(logits.float(), mask)
+            if spec.dice_per_image:  # each image x class its own channel of one sample
+                parts["dice"] = spec.dice * self.dice_loss(
+                    logits.float().reshape(1, -1, *logits.shape[2:]),
+                    mask.reshape(1, -1, *mask.shape[2:]))
+            else:
+                parts["dice"] = spec.dice * self.dice_loss(logits.float(), mask)
         if self.focal_loss is not None:
             parts["focal"] = spec.focal * self.focal_loss(logits.float(), mask)
         if self.lovasz_loss is not None:
