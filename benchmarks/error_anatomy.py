@@ -1,7 +1,7 @@
 """Where does a cut-out model lose IoU on held-out composites, and at which threshold and size?
 
     .venv/bin/python benchmarks/error_anatomy.py RELEASE/heldout [MODEL]
-        [--thresholds 0.3 0.4 0.5 0.6 0.7] [--sizes 576 640]
+        [--thresholds 0.3 0.4 0.5 0.6 0.7] [--fill-holes 0 0.0001] [--sizes 576 640]
 
 RELEASE/heldout is what ``tools/release_zoo.py jewellery-cutout`` writes (one folder per
 background kind with ``images/`` and ``masks/``); MODEL defaults to the zoo's
@@ -13,8 +13,10 @@ foreground there), ``missed part`` (missed foreground further in), ``filled open
 (foreground anywhere else). Then where the gate's confidence is lost: how far mean p
 inside the mask and mean p outside fall short, on the outline's band and away from it.
 Then the mean IoU, accepted share and right accepted
-(IoU >= 0.95) with the model's own cleaning and gate at other thresholds, and at other
-input sizes (no training): the questions a next training stage has to answer first.
+(IoU >= 0.95) with the model's own cleaning and gate at other thresholds, with other
+hole-filling areas (``cleaning.fill_holes_area``: filled holes add background pixels,
+of low probability, to the mask the gate reads), and at other input sizes (no
+training): the questions a next training stage has to answer first.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from seglab.data.images import list_images, read_image
 from seglab.infer.gate import judge
 from seglab.infer.predictor import load_model
 from seglab.metrics import iou as mask_iou
+from seglab.recipes import CleaningSpec
 
 BINS = ("fat edge", "thin edge", "missed part", "filled opening", "stray")
 
@@ -72,6 +75,8 @@ def main() -> None:
     parser.add_argument("heldout", type=Path)
     parser.add_argument("model", nargs="?", default="jewellery-cutout")
     parser.add_argument("--thresholds", type=float, nargs="*", default=[0.3, 0.4, 0.5, 0.6, 0.7])
+    parser.add_argument("--fill-holes", type=float, nargs="*", default=[],
+                        help="other cleaning.fill_holes_area values (fractions of the image)")
     parser.add_argument("--sizes", type=int, nargs="*", default=[])
     args = parser.parse_args()
     predictor = load_model(args.model)
@@ -84,9 +89,13 @@ def main() -> None:
     def probabilities() -> list[np.ndarray]:
         return [predictor.probabilities([read_image(image)])[0][0][0] for image, _ in pairs]
 
-    def score(probs: list[np.ndarray], threshold: float) -> tuple[float, int, int, list]:
+    def score(probs: list[np.ndarray], threshold: float, fill: float | None = None
+              ) -> tuple[float, int, int, list]:
         config = predictor.config.model_copy(deep=True)
         config.postprocess.threshold = threshold
+        if fill is not None:
+            config.postprocess.cleaning = (config.postprocess.cleaning or CleaningSpec()
+                                           ).model_copy(update={"fill_holes_area": fill})
         ious, accepted, right, bins = [], 0, 0, []
         for p, truth in zip(probs, truths, strict=True):
             _, mask, decision = judge(p, config)
@@ -115,6 +124,11 @@ def main() -> None:
     for t in args.thresholds:
         iou, accepted, right, _ = score(probs, t)
         print(f"{t:9.2f}  {iou:8.4f}  {accepted:8d}  {right:5d}")
+    if args.fill_holes:
+        print("\nfill holes under  mean IoU  accepted  right")
+    for fill in args.fill_holes:
+        iou, accepted, right, _ = score(probs, own, fill)
+        print(f"{fill:16g}  {iou:8.4f}  {accepted:8d}  {right:5d}")
     for size in args.sizes:
         predictor.input_size = (size, size)
         iou, accepted, right, _ = score(probabilities(), own)

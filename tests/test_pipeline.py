@@ -256,6 +256,32 @@ def test_lovasz_per_image_is_the_mean_of_each_images_loss():
     assert pooled < per_image / 2
 
 
+def test_dice_per_image_is_the_mean_of_each_images_soft_dice():
+    import torch
+
+    from seglab.training.segmenter import Segmenter
+
+    def loss(per_image: bool, logits: torch.Tensor, mask: torch.Tensor) -> float:
+        segmenter = Segmenter(load_recipe("cpu-demo-cutout", {"train": {"loss": {
+            "bce": 0.0, "dice": 1.0, "dice_per_image": per_image}}}))
+        return float(segmenter.loss(logits, torch.zeros(len(mask), 0), {"mask": mask})[0])
+
+    # A large pendant predicted right beside a 4-pixel chain missed entirely.
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[0, 0, :20, :20] = 1
+    mask[1, 0, 0, :4] = 1
+    logits = torch.where(mask.bool(), 8.0, -8.0)
+    logits[1, 0, 0, :4] = -8.0
+    alone = [loss(True, logits[i:i + 1], mask[i:i + 1]) for i in range(2)]
+    assert alone[0] < 0.01 and alone[1] > 0.99  # the chain's whole Dice is lost
+    assert loss(True, logits, mask) == pytest.approx(sum(alone) / 2, abs=1e-4)
+    # Pooled, the pendant's 400 pixels hide the chain's 4: the loss hardly moves.
+    assert loss(False, logits, mask) < 0.02
+    # An image without foreground adds nothing but its share of the mean (smp's rule).
+    empty = torch.cat([mask[:1], torch.zeros(1, 1, 32, 32)])
+    assert loss(True, torch.where(empty.bool(), 8.0, -8.0), empty) < 0.01
+
+
 def test_edge_weight_counts_the_pixels_around_true_outlines_more():
     import torch
     import torch.nn.functional as F

@@ -137,6 +137,11 @@ def test_shipped_stages_say_only_what_changes():
     # A stream of its own: neither stages 1-6's (data.seed) nor the Lovasz try's composites.
     assert stage6.data.synth.stream_seed is None
     assert edges.data.synth.stream_seed not in (stage7.data.synth.stream_seed, stage6.data.seed)
+    dice = load_recipe("jewellery-cutout-cpu-dice")
+    assert (dice.train.loss.dice_per_image, dice.train.loss.dice, dice.train.loss.bce,
+            dice.train.loss.edge_weight, dice.data.input_size) == (True, 0.5, 1.0, 0.0, (512, 512))
+    assert dice.data.synth.stream_seed not in (
+        stage7.data.synth.stream_seed, edges.data.synth.stream_seed, stage6.data.seed)
 
 
 def test_bad_bases_are_named(tmp_path):
@@ -158,11 +163,13 @@ def test_bad_bases_are_named(tmp_path):
 @pytest.mark.parametrize("stages", [
     ("jewellery-cutout-cpu", "jewellery-cutout-cpu-continue", "jewellery-cutout-cpu-bf16",
      "jewellery-cutout-cpu-384", "jewellery-cutout-cpu-448", "jewellery-cutout-cpu-512",
-     "jewellery-cutout-cpu-lovasz", "jewellery-cutout-cpu-edges"),
+     "jewellery-cutout-cpu-lovasz", "jewellery-cutout-cpu-edges",
+     "jewellery-cutout-cpu-dice"),
     # `make zoo-jewellery-cutout ZOO_SCALE=`: the accelerator recipe as the first stage.
     ("jewellery-cutout", "jewellery-cutout-cpu-continue", "jewellery-cutout-cpu-bf16",
      "jewellery-cutout-cpu-384", "jewellery-cutout-cpu-448", "jewellery-cutout-cpu-512",
-     "jewellery-cutout-cpu-lovasz", "jewellery-cutout-cpu-edges"),
+     "jewellery-cutout-cpu-lovasz", "jewellery-cutout-cpu-edges",
+     "jewellery-cutout-cpu-dice"),
     ("steel-defects", "steel-defects-long", "steel-defects-d4"),
     ("magnetic-tile-zoo", "magnetic-tile-zoo-2", "magnetic-tile-zoo-3"),
 ])

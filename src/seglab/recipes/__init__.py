@@ -253,7 +253,10 @@ class CleaningSpec(Strict):
     min_component_area: Annotated[float, Field(ge=0)] = 0.0005
     """Connected components smaller than this fraction of the image are dropped."""
     fill_holes_area: Annotated[float, Field(ge=0)] = 0.0005
-    """Holes smaller than this fraction of the image are filled."""
+    """Holes smaller than this fraction of the image are filled. For jewellery a trade:
+    filled filigree and chain links cost IoU and add low probabilities to the mask the
+    gate reads, but unfilled, highlights on shiny metal become pinholes in the cut-out
+    (``benchmarks/error_anatomy.py --fill-holes`` measures it)."""
 
 
 class PostprocessSpec(Strict):
