@@ -213,6 +213,33 @@ def test_on_the_fly_synthetic_data_is_fresh_each_epoch_and_reproducible(shared_d
     assert {f.name for f in later_train.synth.foregrounds} == train_names
     assert not (later_train.load(0)[0] == first).all()
     assert (later_val.load(0)[0] == val0).all()
+    # Excluded cut-outs leave after the split: everything else stays on its side.
+    gone = {sorted(train_names)[0], sorted(val_names)[0]}
+    fewer = recipe.data.model_copy(update={"synth": recipe.data.synth.model_copy(
+        update={"exclude": sorted(gone)})})
+    fewer_train, fewer_val = synthetic_split(fewer, root)
+    assert {f.name for f in fewer_train.synth.foregrounds} == train_names - gone
+    assert {f.name for f in fewer_val.synth.foregrounds} == val_names - gone
+
+
+def test_the_excluded_cut_outs_are_keyed_on_white_with_highlights_punched_out(shared_data):
+    """What the jewellery recipes exclude is checked on the data, not taken on trust: a
+    binary alpha, pure white under every transparent pixel (keyed on white), and enclosed
+    holes of 4% or more of the silhouette, where a pearl, a stone or polished metal shone."""
+    from scipy import ndimage
+
+    from seglab.data.images import read_image
+
+    excluded = load_recipe("jewellery-cutout-cpu-512").data.synth.exclude
+    assert excluded == load_recipe("jewellery-cutout").data.synth.exclude and len(excluded) == 4
+    for name in excluded:
+        rgba = read_image(shared_data / "jewellery-cutouts" / name, mode="RGBA")
+        alpha = rgba[..., 3]
+        assert set(np.unique(alpha).tolist()) == {0, 255}, name
+        assert (rgba[..., :3][alpha == 0] == 255).all(), name
+        solid = alpha > 0
+        filled = ndimage.binary_fill_holes(solid)
+        assert (filled & ~solid).sum() >= 0.04 * filled.sum(), name
 
 
 def test_loader_workers_draw_the_current_epochs_composites(shared_data, tmp_path):

@@ -184,3 +184,5 @@ def test_zoo_stages_keep_one_split(stages):
         assert recipe.model == first.model, recipe.name
     if first.data.synth is not None:
         assert {r.data.synth.foregrounds for r in recipes} == {first.data.synth.foregrounds}
+        # The same cut-outs left out, or the held-out composites would differ by stage.
+        assert all(r.data.synth.exclude == first.data.synth.exclude for r in recipes)

@@ -66,8 +66,11 @@ def synthetic_split(spec: DataSpec, root: str | os.PathLike[str]
                           "hold some back for validation")
     order = np.random.default_rng(spec.seed).permutation(len(fgs))
     n_val = max(1, round(spec.val_fraction * len(fgs)))
-    val_fgs = [fgs[i] for i in order[:n_val]]
-    train_fgs = [fgs[i] for i in order[n_val:]]
+    excluded = set(s.exclude)
+    for name in sorted(excluded - {fg.name for fg in fgs}):
+        print(f"data.synth.exclude: {name} is not among the cut-outs in {fg_dir}")
+    val_fgs = [fgs[i] for i in order[:n_val] if fgs[i].name not in excluded]
+    train_fgs = [fgs[i] for i in order[n_val:] if fgs[i].name not in excluded]
     photos = {k: synthesis.list_photos([root / sub]) if (root / sub).is_dir() else []
               for k, sub in (("rooms", s.rooms), ("hands", s.hands))}
     train = synthesis.Synthesizer(s, train_fgs, photos["rooms"], photos["hands"],

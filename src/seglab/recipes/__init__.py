@@ -137,6 +137,11 @@ class SynthSpec(Strict):
     """``format: synthetic``: fresh composites drawn per training epoch."""
     val_samples: Annotated[int, Field(ge=1)] = 200
     """``format: synthetic``: fixed validation composites, made from held-back cut-outs."""
+    exclude: list[str] = []
+    """``format: synthetic``: cut-outs (paths relative to ``foregrounds``) whose alpha is
+    known to be wrong, e.g. keyed on white so that highlights became holes: a wrong
+    reference teaches holes and scores right masks as wrong. They are dropped after the
+    split, so every other cut-out stays on the side of the split it was on."""
     stream_seed: int | None = None
     """``format: synthetic``: seed of the training composites' stream (``None``: ``data.seed``).
     A fine-tuning stage sets its own so that it draws composites the earlier stages never
