@@ -182,7 +182,7 @@ def test_on_the_fly_synthetic_data_is_fresh_each_epoch_and_reproducible(shared_d
     recipe = load_recipe("jewellery-unet-effb3", {"data": {
         "format": "synthetic", "input_size": [64, 64], "val_fraction": 0.25,
         "synth": {"size": [96, 96], "foregrounds": "cutouts", "hands": "missing",
-                  "samples_per_epoch": 6, "val_samples": 3}}})
+                  "samples_per_epoch": 6, "val_samples": 3, "exclude": []}}})
     train_set, val_set = synthetic_split(recipe.data, root)
     assert (len(train_set), len(val_set)) == (6, 3)
     train_names = {f.name for f in train_set.synth.foregrounds}
@@ -229,9 +229,19 @@ def test_the_excluded_cut_outs_are_keyed_on_white_with_highlights_punched_out(sh
     from scipy import ndimage
 
     from seglab.data.images import read_image
+    from seglab.data.synth import load_foregrounds
+    from seglab.recipes import shipped
 
+    jewellery = [load_recipe(name) for name in shipped()]
+    jewellery = [r for r in jewellery if r.data.synth is not None and (
+        r.data.synth.exclude or r.data.synth.foregrounds == "jewellery-cutouts")]
     excluded = load_recipe("jewellery-cutout-cpu-512").data.synth.exclude
-    assert excluded == load_recipe("jewellery-cutout").data.synth.exclude and len(excluded) == 4
+    assert len(excluded) == 4 and len(jewellery) >= 10
+    assert all(r.data.synth.exclude == excluded for r in jewellery)  # `seglab synth`'s too
+    assert "jewellery-unet-effb3" in {r.name for r in jewellery}
+    # Each is one the recipes would load: leaving it out is not a no-op.
+    loaded, _ = load_foregrounds(shared_data / "jewellery-cutouts", jewellery[0].data.synth)
+    assert set(excluded) <= {fg.name for fg in loaded}
     for name in excluded:
         rgba = read_image(shared_data / "jewellery-cutouts" / name, mode="RGBA")
         alpha = rgba[..., 3]

@@ -277,9 +277,14 @@ def test_dice_per_image_is_the_mean_of_each_images_soft_dice():
     assert loss(True, logits, mask) == pytest.approx(sum(alone) / 2, abs=1e-4)
     # Pooled, the pendant's 400 pixels hide the chain's 4: the loss hardly moves.
     assert loss(False, logits, mask) < 0.02
-    # An image without foreground adds nothing but its share of the mean (smp's rule).
-    empty = torch.cat([mask[:1], torch.zeros(1, 1, 32, 32)])
-    assert loss(True, torch.where(empty.bool(), 8.0, -8.0), empty) < 0.01
+    # An image without foreground counts 0 in the mean (smp's rule): beside the missed
+    # chain it halves the loss, even when it has false alarms (those are left to BCE).
+    empty = torch.cat([mask[1:], torch.zeros(1, 1, 32, 32)])
+    quiet = torch.cat([logits[1:], torch.full((1, 1, 32, 32), -8.0)])
+    assert loss(True, quiet, empty) == pytest.approx(alone[1] / 2, abs=1e-3)
+    alarms = quiet.clone()
+    alarms[1, 0, 10:20, 10:20] = 8.0
+    assert loss(True, alarms, empty) == pytest.approx(alone[1] / 2, abs=1e-3)
 
 
 def test_edge_weight_counts_the_pixels_around_true_outlines_more():

@@ -43,12 +43,15 @@ def synth(
 ) -> None:
     """Make synthetic composites: cut-outs on colour fields, shapes, rooms and hands."""
     from seglab.data import synth as synthesis
+    from seglab.data.composites import excluded
     from seglab.recipes import SynthSpec, load_recipe
 
     spec = load_recipe(recipe).data.synth or SynthSpec()
     fgs, skipped = synthesis.load_foregrounds(foregrounds, spec)
     for line in skipped:
         typer.secho(f"skipped foreground: {line}", fg="yellow", err=True)
+    gone = excluded(fgs, spec.exclude, foregrounds)
+    fgs = [fg for fg in fgs if fg.name not in gone]
     folders = backgrounds or []
     hands = synthesis.list_photos([f for f in folders if "hand" in str(f).lower()])
     rooms = synthesis.list_photos([f for f in folders if "hand" not in str(f).lower()])

@@ -5,6 +5,7 @@ by relative path, so validation never sees a piece the model trained on.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,18 @@ class SyntheticDataset(SegmentationDataset):
         return comp.image, comp.mask[..., None]
 
 
+def excluded(fgs: list, exclude: list[str], folder: Path) -> set[str]:
+    """The names of the loaded cut-outs that ``data.synth.exclude`` leaves out (paths
+    relative to ``folder``, with ``/``). A name that matches no loaded cut-out is reported
+    on stderr: a typo would otherwise let the wrong cut-out in without a word."""
+    wanted = {name.replace("\\", "/") for name in exclude}
+    names = {fg.name for fg in fgs}
+    for name in sorted(wanted - names):
+        print(f"data.synth.exclude: {name} was not loaded from {folder} (no such cut-out, "
+              "or skipped above): nothing left out for it", file=sys.stderr)
+    return wanted & names
+
+
 def synthetic_split(spec: DataSpec, root: str | os.PathLike[str]
                     ) -> tuple[SyntheticDataset, SyntheticDataset]:
     """Train and validation composites over ``root``; validation uses held-back cut-outs."""
@@ -66,11 +79,12 @@ def synthetic_split(spec: DataSpec, root: str | os.PathLike[str]
                           "hold some back for validation")
     order = np.random.default_rng(spec.seed).permutation(len(fgs))
     n_val = max(1, round(spec.val_fraction * len(fgs)))
-    excluded = set(s.exclude)
-    for name in sorted(excluded - {fg.name for fg in fgs}):
-        print(f"data.synth.exclude: {name} is not among the cut-outs in {fg_dir}")
-    val_fgs = [fgs[i] for i in order[:n_val] if fgs[i].name not in excluded]
-    train_fgs = [fgs[i] for i in order[n_val:] if fgs[i].name not in excluded]
+    gone = excluded(fgs, s.exclude, fg_dir)  # after the split: the rest keep their side
+    val_fgs = [fgs[i] for i in order[:n_val] if fgs[i].name not in gone]
+    train_fgs = [fgs[i] for i in order[n_val:] if fgs[i].name not in gone]
+    if not val_fgs or not train_fgs:
+        raise SeglabError(f"data.synth.exclude leaves no cut-out for "
+                          f"{'validation' if not val_fgs else 'training'} in {fg_dir}")
     photos = {k: synthesis.list_photos([root / sub]) if (root / sub).is_dir() else []
               for k, sub in (("rooms", s.rooms), ("hands", s.hands))}
     train = synthesis.Synthesizer(s, train_fgs, photos["rooms"], photos["hands"],

@@ -67,7 +67,7 @@ def load_foregrounds(folder: str | os.PathLike[str], spec: SynthSpec
         scale = spec.max_side / max(rgba.shape[:2])
         if scale < 1:
             rgba = cv2.resize(rgba, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        found.append(Foreground(str(Path(path).relative_to(folder)), rgba))
+        found.append(Foreground(Path(path).relative_to(folder).as_posix(), rgba))
     if not found:
         raise SeglabError(f"no usable RGBA cut-outs in {folder}: " + "; ".join(skipped[:3]))
     return found, skipped

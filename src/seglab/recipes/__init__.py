@@ -196,7 +196,9 @@ class LossSpec(Strict):
     """Soft Dice per image and class, then their mean, rather than pooled over the batch:
     the surrogate of a mean of per-image IoUs, so a thin chain counts as much as a large
     pendant in the same batch (pooled, the large pieces' pixels decide the gradient).
-    Unlike the Lovasz hinge it keeps pushing probabilities towards 0 and 1."""
+    Unlike the Lovasz hinge it keeps pushing probabilities towards 0 and 1. A pair without
+    true pixels counts 0 in the mean (smp's rule), so false alarms on an empty image are
+    left to BCE. Needs ``dice`` > 0."""
     focal: Annotated[float, Field(ge=0)] = 0.0
     lovasz: Annotated[float, Field(ge=0)] = 0.0
     """Weight of the Lovasz hinge (smp), a surrogate of IoU itself: the usual last stage
