@@ -17,6 +17,7 @@ from seglab.cutout.remove import parse_colour, remove
 from seglab.data.datasets import CutoutDataset
 from seglab.data.images import read_image
 from seglab.data.synth import Synthesizer, generate, list_photos, load_foregrounds
+from seglab.errors import SeglabError
 from seglab.infer.predictor import Predictor
 from seglab.metrics import iou
 from seglab.models import folder as modelfolder
@@ -220,6 +221,10 @@ def test_on_the_fly_synthetic_data_is_fresh_each_epoch_and_reproducible(shared_d
     fewer_train, fewer_val = synthetic_split(fewer, root)
     assert {f.name for f in fewer_train.synth.foregrounds} == train_names - gone
     assert {f.name for f in fewer_val.synth.foregrounds} == val_names - gone
+    everything = recipe.data.model_copy(update={"synth": recipe.data.synth.model_copy(
+        update={"exclude": sorted(val_names)})})
+    with pytest.raises(SeglabError, match="leaves no cut-out for validation"):
+        synthetic_split(everything, root)
 
 
 def test_the_excluded_cut_outs_are_keyed_on_white_with_highlights_punched_out(shared_data):

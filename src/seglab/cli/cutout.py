@@ -52,6 +52,8 @@ def synth(
         typer.secho(f"skipped foreground: {line}", fg="yellow", err=True)
     gone = excluded(fgs, spec.exclude, foregrounds)
     fgs = [fg for fg in fgs if fg.name not in gone]
+    if not fgs:
+        raise SeglabError(f"data.synth.exclude of {recipe} leaves no cut-out in {foregrounds}")
     folders = backgrounds or []
     hands = synthesis.list_photos([f for f in folders if "hand" in str(f).lower()])
     rooms = synthesis.list_photos([f for f in folders if "hand" not in str(f).lower()])
