@@ -451,12 +451,12 @@ def _fit_cutout(net: torch.nn.Module, recipe, config, tmp: Path, steps: int = 10
     """
     import cv2
 
-    from seglab.data import synth
+    from seglab.data import cutouts, synth
     from seglab.infer.predictor import preprocess
     from seglab.recipes import SynthSpec
 
     spec = (recipe.data.synth or SynthSpec()).model_copy(update={"size": (256, 256)})
-    fgs, _ = synth.load_foregrounds(_cutouts(tmp), spec)
+    fgs, _ = cutouts.load_foregrounds(_cutouts(tmp), spec)
     make = synth.Synthesizer(spec, fgs, seed=0)
     comps = [make(i) for i in range(8)]
     mean = np.asarray(config.normalization.mean, np.float32) * 255
@@ -559,14 +559,14 @@ def bench_rle(repeats: int) -> None:
 
 def bench_synth(repeats: int) -> None:
     """4. Composites/s at 512x512 vs the images/s a training step consumes, same cores."""
-    from seglab.data import synth
+    from seglab.data import cutouts, synth
     from seglab.recipes import load_recipe
 
     recipe = load_recipe("jewellery-unet-effb3", {"data": {"input_size": [512, 512]}})
     spec = recipe.data.synth or __import__("seglab.recipes", fromlist=["SynthSpec"]).SynthSpec()
     spec = spec.model_copy(update={"size": (512, 512)})
     with tempfile.TemporaryDirectory() as tmp:
-        fgs, _ = synth.load_foregrounds(_cutouts(Path(tmp)), spec)
+        fgs, _ = cutouts.load_foregrounds(_cutouts(Path(tmp)), spec)
         rooms = synth.list_photos([SHARED / "backgrounds" / "rooms"]) if SHARED.is_dir() else []
         hands = synth.list_photos([SHARED / "backgrounds" / "hands"]) if SHARED.is_dir() else []
         s = synth.Synthesizer(spec, fgs, rooms, hands, seed=0)

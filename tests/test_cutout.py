@@ -14,9 +14,10 @@ from PIL import Image
 
 from seglab.cutout.batch import cutout_files, gate_report
 from seglab.cutout.remove import parse_colour, remove
+from seglab.data.cutouts import load_foregrounds
 from seglab.data.datasets import CutoutDataset
 from seglab.data.images import read_image
-from seglab.data.synth import Synthesizer, generate, list_photos, load_foregrounds
+from seglab.data.synth import Synthesizer, generate, list_photos
 from seglab.errors import SeglabError
 from seglab.infer.predictor import Predictor
 from seglab.metrics import iou
@@ -233,8 +234,6 @@ def test_the_excluded_cut_outs_are_keyed_on_white_with_highlights_punched_out(sh
     holes of 4% or more of the silhouette, where a pearl, a stone or polished metal shone."""
     from scipy import ndimage
 
-    from seglab.data.images import read_image
-    from seglab.data.synth import load_foregrounds
     from seglab.recipes import shipped
 
     jewellery = [load_recipe(name) for name in shipped()]

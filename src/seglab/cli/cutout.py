@@ -42,15 +42,15 @@ def synth(
     workers: Annotated[int, typer.Option(min=1)] = 2,
 ) -> None:
     """Make synthetic composites: cut-outs on colour fields, shapes, rooms and hands."""
+    from seglab.data import cutouts
     from seglab.data import synth as synthesis
-    from seglab.data.composites import excluded
     from seglab.recipes import SynthSpec, load_recipe
 
     spec = load_recipe(recipe).data.synth or SynthSpec()
-    fgs, skipped = synthesis.load_foregrounds(foregrounds, spec)
+    fgs, skipped = cutouts.load_foregrounds(foregrounds, spec)
     for line in skipped:
         typer.secho(f"skipped foreground: {line}", fg="yellow", err=True)
-    gone = excluded(fgs, spec.exclude, foregrounds)
+    gone = cutouts.excluded(fgs, spec.exclude, foregrounds)
     fgs = [fg for fg in fgs if fg.name not in gone]
     if not fgs:
         raise SeglabError(f"data.synth.exclude of {recipe} leaves no cut-out in {foregrounds}")

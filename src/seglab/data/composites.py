@@ -5,12 +5,12 @@ by relative path, so validation never sees a piece the model trained on.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from seglab.data import cutouts
 from seglab.data.datasets import Item, SegmentationDataset
 from seglab.errors import SeglabError
 from seglab.recipes import DataSpec
@@ -47,18 +47,6 @@ class SyntheticDataset(SegmentationDataset):
         return comp.image, comp.mask[..., None]
 
 
-def excluded(fgs: list, exclude: list[str], folder: Path) -> set[str]:
-    """The names of the loaded cut-outs that ``data.synth.exclude`` leaves out (paths
-    relative to ``folder``, with ``/``). A name that matches no loaded cut-out is reported
-    on stderr: a typo would otherwise let the wrong cut-out in without a word."""
-    wanted = {name.replace("\\", "/") for name in exclude}
-    names = {fg.name for fg in fgs}
-    for name in sorted(wanted - names):
-        print(f"data.synth.exclude: {name} was not loaded from {folder} (no such cut-out, "
-              "or skipped above): nothing left out for it", file=sys.stderr)
-    return wanted & names
-
-
 def synthetic_split(spec: DataSpec, root: str | os.PathLike[str]
                     ) -> tuple[SyntheticDataset, SyntheticDataset]:
     """Train and validation composites over ``root``; validation uses held-back cut-outs."""
@@ -71,7 +59,7 @@ def synthetic_split(spec: DataSpec, root: str | os.PathLike[str]
     fg_dir = root / s.foregrounds
     if not fg_dir.is_dir():
         raise SeglabError(f"no foreground folder {fg_dir} (data.synth.foregrounds)")
-    fgs, skipped = synthesis.load_foregrounds(fg_dir, s)
+    fgs, skipped = cutouts.load_foregrounds(fg_dir, s)
     for reason in skipped:
         print(f"skipped foreground: {reason}")
     if len(fgs) < 2:
@@ -79,7 +67,7 @@ def synthetic_split(spec: DataSpec, root: str | os.PathLike[str]
                           "hold some back for validation")
     order = np.random.default_rng(spec.seed).permutation(len(fgs))
     n_val = max(1, round(spec.val_fraction * len(fgs)))
-    gone = excluded(fgs, s.exclude, fg_dir)  # after the split: the rest keep their side
+    gone = cutouts.excluded(fgs, s.exclude, fg_dir)  # after the split: the rest keep their side
     val_fgs = [fgs[i] for i in order[:n_val] if fgs[i].name not in gone]
     train_fgs = [fgs[i] for i in order[n_val:] if fgs[i].name not in gone]
     if not val_fgs or not train_fgs:

@@ -21,56 +21,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from seglab.data.cutouts import Foreground
 from seglab.data.files import write_text_atomic
 from seglab.data.images import IMAGE_SUFFIXES, list_images, read_image, write_image
-from seglab.errors import ImageReadError, SeglabError
+from seglab.errors import SeglabError
 from seglab.recipes import SynthSpec
 
 # New kinds go at the end: a zero share then leaves older recipes' streams unchanged.
 KINDS = ("colour", "shapes", "rooms", "hands", "studio", "texture")
-
-
-@dataclass
-class Foreground:
-    name: str
-    rgba: np.ndarray
-
-
-def check_alpha(rgba: np.ndarray, min_share: float) -> str | None:
-    """Why an RGBA image is no usable cut-out (``None`` when it is one)."""
-    alpha = rgba[..., 3]
-    opaque = float((alpha > 245).mean())
-    clear = float((alpha < 10).mean())
-    if opaque < min_share:
-        return f"only {opaque:.1%} opaque pixels: no object in the alpha channel"
-    if clear < min_share:
-        return f"only {clear:.1%} transparent pixels: the alpha channel has no background"
-    return None
-
-
-def load_foregrounds(folder: str | os.PathLike[str], spec: SynthSpec
-                     ) -> tuple[list[Foreground], list[str]]:
-    """Load every RGBA cut-out under ``folder``; report (not raise) the unusable ones."""
-    found, skipped = [], []
-    for path in list_images(folder):
-        try:
-            rgba = read_image(path, mode="RGBA")
-        except ImageReadError as exc:
-            skipped.append(str(exc))
-            continue
-        reason = check_alpha(rgba, spec.min_alpha_opaque)
-        if reason:
-            skipped.append(f"{path}: {reason}")
-            continue
-        ys, xs = np.nonzero(rgba[..., 3] > 10)
-        rgba = rgba[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
-        scale = spec.max_side / max(rgba.shape[:2])
-        if scale < 1:
-            rgba = cv2.resize(rgba, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        found.append(Foreground(Path(path).relative_to(folder).as_posix(), rgba))
-    if not found:
-        raise SeglabError(f"no usable RGBA cut-outs in {folder}: " + "; ".join(skipped[:3]))
-    return found, skipped
 
 
 def list_photos(folders: Sequence[str | os.PathLike[str]]) -> list[Path]:
