@@ -56,6 +56,10 @@ def output_stride(spec: ModelSpec) -> int:
     return 2 ** spec.encoder_depth
 
 
+# smp architectures whose decoders take ``decoder_interpolation`` (smp 0.5+).
+INTERPOLATING_ARCHS = frozenset({"unet", "unetplusplus", "fpn", "manet", "pan"})
+
+
 def _smp_kwargs(spec: ModelSpec, weights: str | None) -> dict:
     kwargs: dict = {
         "encoder_name": spec.encoder,
@@ -70,6 +74,12 @@ def _smp_kwargs(spec: ModelSpec, weights: str | None) -> dict:
                 f"decoder_channels needs {spec.encoder_depth} values (one per encoder stage), "
                 f"got {len(spec.decoder_channels)}")
         kwargs["decoder_channels"] = list(spec.decoder_channels)
+    if spec.decoder_interpolation is not None:
+        if spec.arch.lower() not in INTERPOLATING_ARCHS:
+            raise ValueError(
+                f"model.decoder_interpolation: smp's {spec.arch} has no such option "
+                f"(only {', '.join(sorted(INTERPOLATING_ARCHS))})")
+        kwargs["decoder_interpolation"] = spec.decoder_interpolation
     if spec.aux_head:
         kwargs["aux_params"] = {"classes": len(spec.classes), "dropout": spec.aux_dropout}
     return kwargs
