@@ -154,3 +154,28 @@ def test_a_model_runs_at_its_recipes_inference_size(tmp_path):
     assert seen == [(1, 3, 384, 384)] and cut.probs.shape == (200, 500)
     plain = load_recipe("jewellery-cutout-cpu")
     assert modelfolder.ModelConfig.from_recipe(plain).input_size == (224, 224)
+
+
+def test_decoder_interpolation_is_kept_with_the_model(tmp_path):
+    """A bilinear decoder has the same weights as the nearest one (so ``--init`` can switch
+    a trained model), gives other logits, and is rebuilt as such from the folder."""
+    nearest = build(TINY.model_copy(update={"aux_head": False})).eval()
+    spec = TINY.model_copy(update={"aux_head": False, "decoder_interpolation": "bilinear"})
+    bilinear = build(spec).eval()
+    bilinear.load_state_dict(nearest.state_dict())
+    assert {m.interpolation_mode for m in bilinear.modules()
+            if type(m).__name__ == "UnetDecoderBlock"} == {"bilinear"}
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        a, b = nearest(x)[0], bilinear(x)[0]
+    assert a.shape == b.shape and float((a - b).abs().max()) > 1e-4
+    recipe = load_recipe("cpu-demo")
+    config = modelfolder.ModelConfig.from_recipe(recipe.model_copy(update={"model": spec}))
+    modelfolder.save(tmp_path / "m", bilinear, config)
+    loaded, saved = modelfolder.load_net(tmp_path / "m")
+    assert saved.model.decoder_interpolation == "bilinear"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(x)[0], b)
+    with pytest.raises(ValueError, match="DeepLabV3 has no such option"):
+        build(ModelSpec(arch="DeepLabV3", encoder="resnet18", classes=["x"],
+                        decoder_interpolation="bilinear"))
