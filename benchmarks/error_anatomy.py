@@ -2,7 +2,6 @@
 
     .venv/bin/python benchmarks/error_anatomy.py RELEASE/heldout [MODEL]
         [--thresholds 0.3 0.4 0.5 0.6 0.7] [--fill-holes 0 0.0001] [--sizes 576 640]
-        [--temperatures 0.8 0.9 1.1 1.3 --reliability reliability.png]
 
 RELEASE/heldout is what ``tools/release_zoo.py jewellery-cutout`` writes (one folder per
 background kind with ``images/`` and ``masks/``); MODEL defaults to the zoo's
@@ -18,10 +17,6 @@ Then the mean IoU, accepted share and right accepted
 hole-filling areas (``cleaning.fill_holes_area``: filled holes add background pixels,
 of low probability, to the mask the gate reads), and at other input sizes (no
 training): the questions a next training stage has to answer first.
-Last, how well the probabilities are calibrated: the pixels' log loss with the logits
-divided by each temperature T (T > 1 at the lowest loss: the model is over-sure; T < 1:
-under-sure, and the gate's confidence understates good masks) and the gate at each T
-(the masks stay: threshold 0.5 is logit 0 at any T), with a reliability diagram.
 """
 
 from __future__ import annotations
@@ -33,7 +28,6 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from seglab.data.figures import write_figure
 from seglab.data.images import list_images, read_image
 from seglab.infer.gate import judge
 from seglab.infer.predictor import load_model
@@ -76,46 +70,6 @@ def shortfall(probs: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> dict[st
         strict=True))
 
 
-def with_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """sigmoid(logit(p) / T): temperature scaling (Guo et al. 2017) of one probability map."""
-    p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
-    return (1 / (1 + np.exp(-(np.log(p) - np.log1p(-p)) / temperature))).astype(np.float32)
-
-
-def log_loss(probs: list[np.ndarray], truths: list[np.ndarray]) -> float:
-    """Mean binary cross-entropy over every pixel of every composite."""
-    total = sum(float(-np.where(t, np.log(np.clip(p, 1e-7, 1)), np.log(np.clip(1 - p, 1e-7, 1))
-                                ).sum()) for p, t in zip(probs, truths, strict=True))
-    return total / sum(t.size for t in truths)
-
-
-def reliability(probs: list[np.ndarray], truths: list[np.ndarray], path: Path) -> None:
-    """Reliability diagram: share of foreground pixels against the predicted probability,
-    in ten bins, with each bin's pixel count (log scale) underneath."""
-    from matplotlib.figure import Figure
-
-    p = np.concatenate([x.ravel() for x in probs])
-    t = np.concatenate([x.ravel() for x in truths])
-    edges = np.linspace(0, 1, 11)
-    which = np.clip(np.digitize(p, edges) - 1, 0, 9)
-    count = np.bincount(which, minlength=10)
-    mean_p = np.bincount(which, p, minlength=10) / np.maximum(count, 1)
-    share = np.bincount(which, t, minlength=10) / np.maximum(count, 1)
-    fig = Figure(figsize=(5, 6))
-    top, bottom = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
-    top.plot([0, 1], [0, 1], color="grey", linestyle="--", label="calibrated")
-    top.plot(mean_p[count > 0], share[count > 0], marker="o", label="model")
-    top.set_ylabel("share of pixels that are foreground")
-    top.set_title(f"reliability on {len(probs)} held-out composites")
-    top.legend()
-    bottom.bar(edges[:-1] + 0.05, count, width=0.09)
-    bottom.set_yscale("log")
-    bottom.set_xlabel("predicted probability")
-    bottom.set_ylabel("pixels")
-    write_figure(fig, path)
-    print(f"reliability diagram: {path}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("heldout", type=Path)
@@ -124,9 +78,6 @@ def main() -> None:
     parser.add_argument("--fill-holes", type=float, nargs="*", default=[],
                         help="other cleaning.fill_holes_area values (fractions of the image)")
     parser.add_argument("--sizes", type=int, nargs="*", default=[])
-    parser.add_argument("--temperatures", type=float, nargs="*", default=[],
-                        help="temperatures to scale the logits by (1 is always shown)")
-    parser.add_argument("--reliability", type=Path, help="write a reliability diagram here")
     args = parser.parse_args()
     predictor = load_model(args.model)
     pairs = [(image, kind / "masks" / f"{image.stem}.png")
@@ -178,14 +129,6 @@ def main() -> None:
     for fill in args.fill_holes:
         iou, accepted, right, _ = score(probs, own, fill)
         print(f"{fill:16g}  {iou:8.4f}  {accepted:8d}  {right:5d}")
-    if args.temperatures:
-        print("\ntemperature  log loss  accepted  right")
-    for t in sorted({1.0, *args.temperatures}) if args.temperatures else []:
-        scaled = [with_temperature(p, t) for p in probs]
-        _, accepted, right, _ = score(scaled, own)
-        print(f"{t:11.2f}  {log_loss(scaled, truths):8.4f}  {accepted:8d}  {right:5d}")
-    if args.reliability:
-        reliability(probs, truths, args.reliability)
     for size in args.sizes:
         predictor.input_size = (size, size)
         iou, accepted, right, _ = score(probabilities(), own)

@@ -338,3 +338,22 @@ def test_auto_decides_speed_on_this_cpu_and_caches_the_choice(model_dir, tmp_pat
 
     out = CliRunner().invoke(app, ["backends", str(folder)]).output
     assert "Some Other CPU" in out and "auto picks onnx (speeds from: cache)" in out
+
+
+def test_a_bilinear_decoder_exports_to_onnx_with_the_same_logits(model_dir, tmp_path):
+    """``model.decoder_interpolation: bilinear`` becomes ONNX Resize (linear) and gives
+    PyTorch's logits, so a zoo model fine-tuned with it keeps every backend."""
+    folder, strips = model_dir
+    net, config = modelfolder.load_net(folder)
+    spec = config.model.model_copy(update={"decoder_interpolation": "bilinear"})
+    bilinear = build(spec, pretrained=False)
+    bilinear.load_state_dict(net.state_dict())
+    config = config.model_copy(update={"model": spec})
+    out = modelfolder.save(tmp_path / "bilinear", bilinear.eval(), config)
+    samples = exporting.sample_inputs(out, strips)
+    exporting.export(out, samples=samples, formats=["onnx"])
+    reference, _ = runtimes.TorchBackend(modelfolder.load_net(out)[0])(samples)
+    onnx, _ = load_model(out, backend="onnx").backend(samples)
+    np.testing.assert_allclose(onnx, reference, atol=2e-4, rtol=1e-4)
+    nearest, _ = runtimes.TorchBackend(net)(samples)
+    assert float(np.abs(nearest - reference).max()) > 1e-3  # the change is real
