@@ -179,3 +179,18 @@ def test_decoder_interpolation_is_kept_with_the_model(tmp_path):
     with pytest.raises(ValueError, match="DeepLabV3 has no such option"):
         build(ModelSpec(arch="DeepLabV3", encoder="resnet18", classes=["x"],
                         decoder_interpolation="bilinear"))
+
+
+def test_decoder_interpolation_architectures_are_smps_own():
+    """The architectures seglab lets set ``decoder_interpolation`` are exactly those whose smp
+    class takes it: the others pass unknown keywords on to the encoder, where it would fail
+    obscurely."""
+    import inspect
+
+    import segmentation_models_pytorch as smp
+
+    from seglab.models.network import INTERPOLATING_ARCHS
+
+    takes = {name.lower() for name, cls in smp.MODEL_ARCHITECTURES_MAPPING.items()
+             if "decoder_interpolation" in inspect.signature(cls).parameters}
+    assert takes == INTERPOLATING_ARCHS

@@ -56,7 +56,8 @@ def output_stride(spec: ModelSpec) -> int:
     return 2 ** spec.encoder_depth
 
 
-# smp architectures whose decoders take ``decoder_interpolation`` (smp 0.5+).
+# smp architectures whose decoders take ``decoder_interpolation`` (smp 0.6; a test
+# checks the list against smp's own signatures).
 INTERPOLATING_ARCHS = frozenset({"unet", "unetplusplus", "fpn", "manet", "pan"})
 
 

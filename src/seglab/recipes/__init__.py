@@ -51,14 +51,13 @@ class ModelSpec(Strict):
     """Add smp's auxiliary classification head: one image-level probability per class."""
     aux_dropout: Fraction = 0.2
     decoder_channels: list[Annotated[int, Field(ge=1)]] | None = None
-    decoder_interpolation: Literal["nearest", "nearest-exact", "bilinear", "bicubic",
-                                   "area"] | None = None
+    decoder_interpolation: Literal["nearest", "bilinear"] | None = None
     """How the decoder up-samples (smp's ``decoder_interpolation``; Unet, UnetPlusPlus, FPN,
     MAnet and PAN have it). ``None`` keeps the architecture's default (``nearest`` for the
-    U-Net). The U-Net's last block has no skip connection, so with ``nearest`` its
-    full-resolution outline is made of 2x2 blocks of the half-resolution features:
-    ``bilinear`` lets thin chains' outlines fall between them. Same weights either way,
-    so a model can be fine-tuned from one to the other (``--init``)."""
+    U-Net). The U-Net's last block has no skip connection: it sees only half-resolution
+    features, repeated 2x2 with ``nearest``, interpolated with ``bilinear``. The two modes
+    checked to export to ONNX with PyTorch's logits; no weights depend on it, so a model can
+    be fine-tuned from one to the other (``--init``)."""
 
 
 class Normalization(Strict):
