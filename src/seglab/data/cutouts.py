@@ -63,7 +63,7 @@ def load_foregrounds(folder: str | os.PathLike[str], spec: SynthSpec
     return found, skipped
 
 
-def excluded(fgs: list, exclude: list[str], folder: Path) -> set[str]:
+def excluded(fgs: list[Foreground], exclude: list[str], folder: Path) -> set[str]:
     """The names of the loaded cut-outs that ``data.synth.exclude`` leaves out (paths
     relative to ``folder``, with ``/``). A name that matches no loaded cut-out is reported
     on stderr: a typo would otherwise let the wrong cut-out in without a word."""
