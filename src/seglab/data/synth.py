@@ -181,6 +181,19 @@ def _jitter(rgb: np.ndarray, rng: np.random.Generator, spec: SynthSpec) -> np.nd
         np.uint8)
 
 
+def _reflect(rgb: np.ndarray, background: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Mix a blurred, mirrored copy of the scene into the piece, most where it is bright.
+
+    A mirror-polished surface shows its surroundings, not the scene behind it: hence the
+    background flipped upside down and blurred (curved metal), weighted by brightness
+    so highlights and plain metal take the scene's colours while dark stones keep theirs.
+    """
+    scene = cv2.GaussianBlur(background[::-1], (0, 0), max(1.0, rgb.shape[1] / 60))
+    value = rgb.max(axis=2, keepdims=True).astype(np.float32) / 255
+    k = float(rng.uniform(0.2, 0.7)) * value
+    return np.clip(rgb * (1 - k) + scene * k + 0.5, 0, 255).astype(np.uint8)
+
+
 @dataclass
 class Composite:
     image: np.ndarray  # (H, W, 3) uint8
@@ -234,6 +247,10 @@ def compose(rng: np.random.Generator, fg: Foreground, background: np.ndarray,
     rgb = _jitter(np.ascontiguousarray(layer[..., :3]), rng, spec)
     alpha = layer[..., 3].astype(np.float32) / 255
     out = background.astype(np.float32)
+    # Drawn only when the recipe asks, so every earlier recipe's stream stays as it was.
+    reflect = spec.reflection > 0 and rng.random() < spec.reflection
+    if reflect:
+        rgb = _reflect(rgb, out, rng)
     shadow = rng.random() < (spec.shadow if shadow_p is None else shadow_p)
     if shadow:
         shift = rng.integers(-max(2, w // 40), max(3, w // 40) + 1, size=2)
@@ -245,6 +262,8 @@ def compose(rng: np.random.Generator, fg: Foreground, background: np.ndarray,
     params = {"angle": round(angle, 3), "target_area": round(target, 4),
               "scale": round(float(scale), 4), "top": top, "left": left,
               "off_frame": bool(off_frame), "shadow": bool(shadow)}
+    if reflect:
+        params["reflection"] = True
     return np.clip(out + 0.5, 0, 255).astype(np.uint8), layer[..., 3], params
 
 

@@ -118,6 +118,10 @@ class SynthSpec(Strict):
     jitter_saturation: Fraction = 0.2
     jitter_hue: Annotated[float, Field(ge=0, le=0.5)] = 0.03
     shadow: Fraction = 0.3
+    reflection: Fraction = 0.0
+    """Share of composites whose piece mirrors the scene around it: polished metal takes the
+    colours of its background, which is where a model misses parts of a nose pin or a
+    gold bangle (bright pixels reflect most, a strength of 0.2-0.7 is drawn per piece)."""
     background_blur: tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]] = (
         2.0, 8.0)
     """Gaussian sigma range (pixels at composite size) for the blurred backgrounds."""
