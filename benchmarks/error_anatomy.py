@@ -10,8 +10,10 @@ mean IoU loss printed (the bins add up to 1 - mean IoU):
 ``fat edge`` (wrong foreground within 2 px of the true outline), ``thin edge`` (missed
 foreground there), ``missed part`` (missed foreground further in), ``filled opening``
 (foreground in background the piece encloses: ring openings, hoops) and ``stray``
-(foreground anywhere else). Then where the gate's confidence is lost: how far mean p
-inside the mask and mean p outside fall short, on the outline's band and away from it.
+(foreground anywhere else); where the folders hold the composites' soft ``alpha/``, the
+edge bins' share on pixels the piece only partly covers. Then where the gate's
+confidence is lost: how far mean p inside the mask and mean p outside fall short, on the
+outline's band and away from it.
 Then the mean IoU, accepted share and right accepted
 (IoU >= 0.95) with the model's own cleaning and gate at other thresholds, with other
 hole-filling areas (``cleaning.fill_holes_area``: filled holes add background pixels,
@@ -46,15 +48,26 @@ def edge_band(truth: np.ndarray) -> np.ndarray:
         truth, iterations=2)
 
 
-def anatomy(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Each bin's wrong pixels over the union: the bins sum to 1 - IoU."""
+PARTLY = ("fat edge, partly covered", "thin edge, partly covered")
+
+
+def anatomy(pred: np.ndarray, truth: np.ndarray, alpha: np.ndarray | None = None
+            ) -> dict[str, float]:
+    """Each bin's wrong pixels over the union: the bins sum to 1 - IoU. With the
+    composite's soft ``alpha``, also the edge bins' share on pixels the piece only partly
+    covers (alpha 1-254): where the outline runs through a pixel, not beside it."""
     band = edge_band(truth)
     opening = ndimage.binary_fill_holes(truth) & ~truth
     extra, missed = pred & ~truth, truth & ~pred
     union = max(int((pred | truth).sum()), 1)
-    counts = (extra & band, missed & band, missed & ~band, extra & opening & ~band,
-              extra & ~band & ~opening)
-    return {name: float(c.sum()) / union for name, c in zip(BINS, counts, strict=True)}
+    counts = [extra & band, missed & band, missed & ~band, extra & opening & ~band,
+              extra & ~band & ~opening]
+    names = list(BINS)
+    if alpha is not None:
+        partly = (alpha > 0) & (alpha < 255)
+        counts += [counts[0] & partly, counts[1] & partly]
+        names += PARTLY
+    return {name: float(c.sum()) / union for name, c in zip(names, counts, strict=True)}
 
 
 def shortfall(probs: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -84,6 +97,8 @@ def main() -> None:
              for kind in sorted(p for p in args.heldout.iterdir() if (p / "images").is_dir())
              for image in list_images(kind / "images")]
     truths = [cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE) > 127 for _, mask in pairs]
+    alphas = [cv2.imread(str(mask.parent.parent / "alpha" / mask.name), cv2.IMREAD_GRAYSCALE)
+              for _, mask in pairs]  # None where the folder has no alpha/
     print(f"{len(pairs)} composites from {args.heldout}, model {args.model}")
 
     def probabilities() -> list[np.ndarray]:
@@ -97,11 +112,11 @@ def main() -> None:
             config.postprocess.cleaning = (config.postprocess.cleaning or CleaningSpec()
                                            ).model_copy(update={"fill_holes_area": fill})
         ious, accepted, right, bins = [], 0, 0, []
-        for p, truth in zip(probs, truths, strict=True):
+        for p, truth, alpha in zip(probs, truths, alphas, strict=True):
             _, mask, decision = judge(p, config)
             pred = mask.astype(bool)
             ious.append(iou := mask_iou(pred, truth))
-            bins.append({**anatomy(pred, truth), **shortfall(p, pred, truth)})
+            bins.append({**anatomy(pred, truth, alpha), **shortfall(p, pred, truth)})
             accepted += decision.accepted
             right += decision.accepted and iou >= 0.95
         return float(np.mean(ious)), accepted, right, bins
@@ -112,6 +127,9 @@ def main() -> None:
     print(f"\nat threshold {own}: mean IoU {iou:.4f}; loss {1 - iou:.4f} =")
     for name in BINS:
         print(f"  {name:15s} {np.mean([b[name] for b in bins]):.4f}")
+    if all(name in b for b in bins for name in PARTLY):
+        for name in PARTLY:  # the outline's sub-pixel place, not a pixel beside it
+            print(f"    of which {name}: {np.mean([b[name] for b in bins]):.4f}")
     short = {name: np.array([b[name] for b in bins]) for name in SHORTFALLS}
     inside, outside = short[SHORTFALLS[0]] + short[SHORTFALLS[1]], short[SHORTFALLS[2]] + \
         short[SHORTFALLS[3]]

@@ -66,6 +66,29 @@ def test_synthesis_is_reproducible_byte_for_byte(foregrounds, shared_data, tmp_p
         assert m["area_fraction"] == pytest.approx((mask > 0).mean(), abs=1e-4)
 
 
+def test_reflection_gives_bright_metal_the_scenes_colours_and_keeps_the_mask(foregrounds):
+    from seglab.data.synth import _reflect
+
+    green = np.zeros((32, 32, 3), np.float32)
+    green[..., 1] = 200
+    white, dark = np.full((32, 32, 3), 255, np.uint8), np.full((32, 32, 3), 20, np.uint8)
+    mirrored = _reflect(white, green, np.random.default_rng(0)).astype(int)
+    # White metal takes 20-70% of the green scene: red and blue fall, green stays high.
+    assert 255 * 0.3 - 1 <= mirrored[..., 0].min() == mirrored[..., 0].max() <= 255 * 0.8 + 1
+    assert mirrored[..., 1].min() >= 216 and (mirrored[..., 0] == mirrored[..., 2]).all()
+    # A dark stone reflects in proportion to its brightness: under 6% here.
+    assert np.abs(_reflect(dark, green, np.random.default_rng(0)).astype(int) - 20).max() <= 11
+    fgs, _ = load_foregrounds(foregrounds, SMALL)
+    plain = Synthesizer(SMALL, fgs, seed=5)
+    mirror = Synthesizer(SMALL.model_copy(update={"reflection": 1.0}), fgs, seed=5)
+    for i in range(4):
+        a, b = plain(i), mirror(i)
+        # Drawn after the placement: the same piece in the same place, other colours.
+        assert "reflection" not in a.params and b.params["reflection"] is True
+        assert np.array_equal(a.mask, b.mask) and a.mask.any()
+        assert not np.array_equal(a.image[a.mask > 0], b.image[b.mask > 0])
+
+
 def _tiny_cutout_model(tmp_path):
     recipe = load_recipe("jewellery-unet-effb3", {"model": {
         "encoder": "resnet18", "encoder_depth": 3, "decoder_channels": [8, 8, 4]},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from seglab.models.network import build
 from seglab.recipes import load_recipe
 
 SAMPLES = samples_folder() / "jewellery"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_zoo_ships_the_promised_models_within_size_limits():
@@ -284,3 +286,18 @@ def test_every_zoo_card_snippet_runs_as_written_from_another_folder(tmp_path):
                              capture_output=True, text=True)
         assert run.returncode == 0, (entry.name, run.stderr[-2000:])
         assert run.stdout.strip(), entry.name
+
+
+def test_held_out_composites_are_the_same_whatever_the_recipe_taught_with():
+    sys.path.insert(0, str(ROOT / "tools"))
+    from release_zoo import KINDS, heldout_spec
+
+    plain = load_recipe("jewellery-cutout-cpu-bilinear").data.synth
+    taught = load_recipe("jewellery-cutout-cpu-reflect").data.synth
+    assert taught.reflection > 0 and plain.reflection == 0  # the recipes differ there
+    for kind in KINDS:
+        spec = heldout_spec(taught, kind)
+        assert spec == heldout_spec(plain, kind).model_copy(
+            update={"stream_seed": taught.stream_seed})
+        assert spec.size == (512, 512) and spec.reflection == 0
+        assert getattr(spec.mix, kind) == 1 and spec.mix.colour == spec.mix.shapes == 0

@@ -28,7 +28,7 @@ from pathlib import Path
 from seglab.data.files import write_text_atomic
 from seglab.models import folder as modelfolder
 from seglab.models import zoo
-from seglab.recipes import load_recipe
+from seglab.recipes import SynthSpec, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("studio", "texture", "rooms", "hands")
@@ -85,6 +85,17 @@ def curve_table(points: list[tuple[float, float]]) -> list[str]:
             *[f"| {m} | {v:.4f} |" for m, v in points], ""]
 
 
+def heldout_spec(spec: SynthSpec, kind: str) -> SynthSpec:
+    """The recipe's composites at 512x512 over one background ``kind`` only.
+
+    Reflections are a way of teaching (``data.synth.reflection``), not part of the
+    yardstick: off, so every model is measured on the same composites whatever its recipe
+    drew for training."""
+    mix = {name: 1.0 if name == kind else 0.0 for name in ("colour", "shapes", *KINDS)}
+    return spec.model_copy(update={"size": (512, 512), "reflection": 0.0,
+                                   "mix": spec.mix.model_copy(update=mix)})
+
+
 def release_cutout(model: Path, data: Path, work: Path, count: int,
                    seed: int = HELDOUT_SEED) -> tuple[dict, str]:
     from seglab.cutout.batch import cutout_files, gate_report
@@ -99,11 +110,8 @@ def release_cutout(model: Path, data: Path, work: Path, count: int,
     val = split_dataset(recipe, data).val.synth  # held-back cut-outs only
     rows, per_kind = [], {}
     for k, kind in enumerate(KINDS):
-        mix = {name: 1.0 if name == kind else 0.0 for name in ("colour", "shapes", *KINDS)}
-        spec = val.spec.model_copy(update={"size": (512, 512), "mix": val.spec.mix.model_copy(
-            update=mix)})
-        maker = synth.Synthesizer(spec, val.foregrounds, val.photos["rooms"],
-                                  val.photos["hands"], seed=seed + k)
+        maker = synth.Synthesizer(heldout_spec(val.spec, kind), val.foregrounds,
+                                  val.photos["rooms"], val.photos["hands"], seed=seed + k)
         folder = synth.generate(maker, work / "heldout" / kind, count, progress=False)
         report = gate_report(predictor, CutoutDataset(folder), work / "heldout" / kind,
                              name=f"held-out composites, {kind}", progress=False)
