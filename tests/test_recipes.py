@@ -151,6 +151,15 @@ def test_shipped_stages_say_only_what_changes():
     assert bilinear.data.synth.stream_seed not in (
         stage7.data.synth.stream_seed, edges.data.synth.stream_seed,
         dice.data.synth.stream_seed, stage6.data.seed)
+    # The reflection try: the bilinear stage plus mirrored scenes, on a stream of its own.
+    reflect = load_recipe("jewellery-cutout-cpu-reflect")
+    assert reflect.model == bilinear.model and reflect.train.loss == bilinear.train.loss
+    assert (reflect.data.synth.reflection, bilinear.data.synth.reflection) == (0.5, 0.0)
+    assert reflect.data.synth.model_copy(update={"reflection": 0.0, "stream_seed": None}) == \
+        bilinear.data.synth.model_copy(update={"stream_seed": None})
+    assert reflect.data.synth.stream_seed not in (
+        stage7.data.synth.stream_seed, edges.data.synth.stream_seed,
+        dice.data.synth.stream_seed, bilinear.data.synth.stream_seed, stage6.data.seed)
 
 
 def test_bad_bases_are_named(tmp_path):
@@ -173,12 +182,14 @@ def test_bad_bases_are_named(tmp_path):
     ("jewellery-cutout-cpu", "jewellery-cutout-cpu-continue", "jewellery-cutout-cpu-bf16",
      "jewellery-cutout-cpu-384", "jewellery-cutout-cpu-448", "jewellery-cutout-cpu-512",
      "jewellery-cutout-cpu-lovasz", "jewellery-cutout-cpu-edges",
-     "jewellery-cutout-cpu-dice", "jewellery-cutout-cpu-bilinear"),
+     "jewellery-cutout-cpu-dice", "jewellery-cutout-cpu-bilinear",
+     "jewellery-cutout-cpu-reflect"),
     # `make zoo-jewellery-cutout ZOO_SCALE=`: the accelerator recipe as the first stage.
     ("jewellery-cutout", "jewellery-cutout-cpu-continue", "jewellery-cutout-cpu-bf16",
      "jewellery-cutout-cpu-384", "jewellery-cutout-cpu-448", "jewellery-cutout-cpu-512",
      "jewellery-cutout-cpu-lovasz", "jewellery-cutout-cpu-edges",
-     "jewellery-cutout-cpu-dice", "jewellery-cutout-cpu-bilinear"),
+     "jewellery-cutout-cpu-dice", "jewellery-cutout-cpu-bilinear",
+     "jewellery-cutout-cpu-reflect"),
     ("steel-defects", "steel-defects-long", "steel-defects-d4"),
     ("magnetic-tile-zoo", "magnetic-tile-zoo-2", "magnetic-tile-zoo-3"),
 ])
