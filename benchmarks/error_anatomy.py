@@ -4,7 +4,7 @@
         [--thresholds 0.3 0.4 0.5 0.6 0.7] [--fill-holes 0 0.0001] [--sizes 576 640]
 
 RELEASE/heldout is what ``tools/release_zoo.py jewellery-cutout`` writes (one folder per
-background kind with ``images/`` and ``masks/``); MODEL defaults to the zoo's
+background kind with ``images/``, ``masks/`` and ``alpha/``); MODEL defaults to the zoo's
 ``jewellery-cutout``. Each wrong pixel is put in one bin, and each bin's share of the
 mean IoU loss printed (the bins add up to 1 - mean IoU):
 ``fat edge`` (wrong foreground within 2 px of the true outline), ``thin edge`` (missed
@@ -97,8 +97,8 @@ def main() -> None:
              for kind in sorted(p for p in args.heldout.iterdir() if (p / "images").is_dir())
              for image in list_images(kind / "images")]
     truths = [cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE) > 127 for _, mask in pairs]
-    alphas = [cv2.imread(str(mask.parent.parent / "alpha" / mask.name), cv2.IMREAD_GRAYSCALE)
-              for _, mask in pairs]  # None where the folder has no alpha/
+    alphas = [cv2.imread(str(a), cv2.IMREAD_GRAYSCALE) if a.is_file() else None
+              for a in (mask.parent.parent / "alpha" / mask.name for _, mask in pairs)]
     print(f"{len(pairs)} composites from {args.heldout}, model {args.model}")
 
     def probabilities() -> list[np.ndarray]:

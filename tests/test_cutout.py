@@ -66,7 +66,7 @@ def test_synthesis_is_reproducible_byte_for_byte(foregrounds, shared_data, tmp_p
         assert m["area_fraction"] == pytest.approx((mask > 0).mean(), abs=1e-4)
 
 
-def test_reflection_gives_bright_metal_the_scenes_colours_and_keeps_the_mask(foregrounds):
+def test_reflection_gives_bright_metal_the_scenes_colours():
     from seglab.data.synth import _reflect
 
     green = np.zeros((32, 32, 3), np.float32)
@@ -78,15 +78,46 @@ def test_reflection_gives_bright_metal_the_scenes_colours_and_keeps_the_mask(for
     assert mirrored[..., 1].min() >= 216 and (mirrored[..., 0] == mirrored[..., 2]).all()
     # A dark stone reflects in proportion to its brightness: under 6% here.
     assert np.abs(_reflect(dark, green, np.random.default_rng(0)).astype(int) - 20).max() <= 11
+    # The scene is mirrored top to bottom: a red sky above shows at the piece's bottom.
+    scene = np.zeros((64, 64, 3), np.float32)
+    scene[:32, :, 0] = 255
+    lit = _reflect(np.full((64, 64, 3), 255, np.uint8), scene, np.random.default_rng(1))
+    assert lit[-8:, :, 0].mean() > lit[:8, :, 0].mean() + 40
+
+
+class _CountingRng:
+    """A generator that counts its draws, to prove which draws a setting adds."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng, self.draws = np.random.default_rng(seed), 0
+
+    def __getattr__(self, name):
+        def draw(*args, **kwargs):
+            self.draws += 1
+            return getattr(self.rng, name)(*args, **kwargs)
+        return draw
+
+
+def test_reflection_off_draws_nothing_so_earlier_streams_stay_as_they_were(
+        foregrounds, monkeypatch):
+    from seglab.data import synth
+
+    calls = []
+    real = synth._reflect
+    monkeypatch.setattr(synth, "_reflect", lambda *a: calls.append(1) or real(*a))
     fgs, _ = load_foregrounds(foregrounds, SMALL)
-    plain = Synthesizer(SMALL, fgs, seed=5)
-    mirror = Synthesizer(SMALL.model_copy(update={"reflection": 1.0}), fgs, seed=5)
-    for i in range(4):
-        a, b = plain(i), mirror(i)
-        # Drawn after the placement: the same piece in the same place, other colours.
-        assert "reflection" not in a.params and b.params["reflection"] is True
-        assert np.array_equal(a.mask, b.mask) and a.mask.any()
-        assert not np.array_equal(a.image[a.mask > 0], b.image[b.mask > 0])
+    background = np.full((64, 64, 3), 90, np.uint8)
+    draws, masks = {}, {}
+    for share in (0.0, 1.0):
+        spec = SMALL.model_copy(update={"reflection": share})
+        rng = _CountingRng(5)
+        _, alpha, params = synth.compose(rng, fgs[0], background, spec)
+        draws[share], masks[share] = rng.draws, alpha
+        assert params.get("reflection", False) is (share == 1.0)
+    # On: one draw to decide, one for the strength. Off: none, not even the decision.
+    assert draws[1.0] - draws[0.0] == 2 and len(calls) == 1
+    # Drawn after the placement: the same piece in the same place.
+    assert np.array_equal(masks[0.0], masks[1.0]) and masks[0.0].any()
 
 
 def _tiny_cutout_model(tmp_path):

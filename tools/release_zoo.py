@@ -89,8 +89,8 @@ def heldout_spec(spec: SynthSpec, kind: str) -> SynthSpec:
     """The recipe's composites at 512x512 over one background ``kind`` only.
 
     Reflections are a way of teaching (``data.synth.reflection``), not part of the
-    yardstick: off, so every model is measured on the same composites whatever its recipe
-    drew for training."""
+    yardstick: off, so a model taught with them is measured on the same composites as one
+    taught without (every other key still comes from the recipe)."""
     mix = {name: 1.0 if name == kind else 0.0 for name in ("colour", "shapes", *KINDS)}
     return spec.model_copy(update={"size": (512, 512), "reflection": 0.0,
                                    "mix": spec.mix.model_copy(update=mix)})
