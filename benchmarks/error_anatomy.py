@@ -127,7 +127,7 @@ def main() -> None:
     print(f"\nat threshold {own}: mean IoU {iou:.4f}; loss {1 - iou:.4f} =")
     for name in BINS:
         print(f"  {name:15s} {np.mean([b[name] for b in bins]):.4f}")
-    if all(name in b for b in bins for name in PARTLY):
+    if all(a is not None for a in alphas):
         for name in PARTLY:  # the outline's sub-pixel place, not a pixel beside it
             print(f"    of which {name}: {np.mean([b[name] for b in bins]):.4f}")
     short = {name: np.array([b[name] for b in bins]) for name in SHORTFALLS}

@@ -70,8 +70,7 @@ def main() -> None:
     predictor = _predictor(args.model)
     recipe = load_recipe(predictor.config.recipe)
     val = split_dataset(recipe, args.data).val.synth
-    # Without reflections, as the release measures every model (tools/release_zoo.py).
-    spec = val.spec.model_copy(update={"size": (args.size, args.size), "reflection": 0.0})
+    spec = val.spec.for_measuring().model_copy(update={"size": (args.size, args.size)})
     maker = synth.Synthesizer(spec, val.foregrounds, val.photos["rooms"], val.photos["hands"],
                               seed=4242)
     rows = []

@@ -88,12 +88,12 @@ def curve_table(points: list[tuple[float, float]]) -> list[str]:
 def heldout_spec(spec: SynthSpec, kind: str) -> SynthSpec:
     """The recipe's composites at 512x512 over one background ``kind`` only.
 
-    Reflections are a way of teaching (``data.synth.reflection``), not part of the
-    yardstick: off, so a model taught with them is measured on the same composites as one
-    taught without (every other key still comes from the recipe)."""
+    Without reflections (:meth:`SynthSpec.for_measuring`), so a model taught with them is
+    measured on the same composites as one taught without (every other key still comes
+    from the recipe)."""
     mix = {name: 1.0 if name == kind else 0.0 for name in ("colour", "shapes", *KINDS)}
-    return spec.model_copy(update={"size": (512, 512), "reflection": 0.0,
-                                   "mix": spec.mix.model_copy(update=mix)})
+    return spec.for_measuring().model_copy(update={"size": (512, 512),
+                                                   "mix": spec.mix.model_copy(update=mix)})
 
 
 def release_cutout(model: Path, data: Path, work: Path, count: int,

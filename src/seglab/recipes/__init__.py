@@ -160,6 +160,11 @@ class SynthSpec(Strict):
     from ``data.seed + 1`` (the validation stream). ``tools/release_zoo.py`` draws its
     held-out composites from seeds 9000-9003 and 9100-9103: keep clear of those too."""
 
+    def for_measuring(self) -> SynthSpec:
+        """This spec without what only teaches (``reflection``): the composites models are
+        measured on stay the same whatever a recipe trained with."""
+        return self.model_copy(update={"reflection": 0.0})
+
 
 class DataSpec(Strict):
     format: Literal["severstal", "magnetic-tile", "mask-folder", "cutout", "synthetic"]
