@@ -194,6 +194,21 @@ def _reflect(rgb: np.ndarray, background: np.ndarray, rng: np.random.Generator) 
     return np.clip(rgb * (1 - k) + scene * k + 0.5, 0, 255).astype(np.uint8)
 
 
+def _tilt(canvas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The piece seen from another camera angle: each corner moved by up to 12% of the side.
+
+    A perspective warp makes new outlines and opening shapes from the few real cut-outs,
+    as a photographer's tilted camera would (a rotation in the image plane does not).
+    """
+    side = canvas.shape[0]
+    corners = np.float32([[0, 0], [side, 0], [side, side], [0, side]])
+    moved = corners + rng.uniform(-0.12, 0.12, (4, 2)).astype(np.float32) * side
+    warp = cv2.getPerspectiveTransform(corners, moved)
+    out = cv2.warpPerspective(canvas, warp, (side, side), flags=cv2.INTER_LINEAR,
+                              borderValue=(0, 0, 0, 0))
+    return out if (out[..., 3] > 10).any() else canvas
+
+
 @dataclass
 class Composite:
     image: np.ndarray  # (H, W, 3) uint8
@@ -223,6 +238,9 @@ def compose(rng: np.random.Generator, fg: Foreground, background: np.ndarray,
     rot = cv2.getRotationMatrix2D((side / 2, side / 2), angle, 1.0)
     canvas = cv2.warpAffine(canvas, rot, (side, side), flags=cv2.INTER_LINEAR,
                             borderValue=(0, 0, 0, 0))
+    # Drawn only when the recipe asks, so every earlier recipe's stream stays as it was.
+    if spec.tilt > 0 and rng.random() < spec.tilt:
+        canvas = _tilt(canvas, rng)
     ys, xs = np.nonzero(canvas[..., 3] > 10)
     canvas = canvas[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
     # Scale so that the opaque area is the drawn fraction of the image.
@@ -298,8 +316,22 @@ class Synthesizer:
             bg = photo_background(rng, self.photos[kind], size, self.spec)
         fg_index = int(rng.integers(len(self.foregrounds)))
         fg = self.foregrounds[fg_index]
-        image, alpha, params = compose(rng, fg, bg, self.spec,
-                                       shadow_p=0.85 if kind == "studio" else None)
+        shadow_p = 0.85 if kind == "studio" else None
+        # Drawn only when the recipe asks, so every earlier recipe's stream stays as it was.
+        pair = self.spec.second_piece > 0 and rng.random() < self.spec.second_piece
+        spec = self.spec
+        if pair:  # two pieces share the area one would have had
+            low, high = spec.area_fraction
+            spec = spec.model_copy(update={"area_fraction": (low / 2, high / 2)})
+        image, alpha, params = compose(rng, fg, bg, spec, shadow_p=shadow_p)
+        if pair:  # a pair (the same piece, flipped or not) or a set (another piece)
+            other = fg if rng.random() < 0.5 else self.foregrounds[
+                int(rng.integers(len(self.foregrounds)))]
+            image, alpha2, params2 = compose(rng, other, image, spec, shadow_p=shadow_p)
+            # The second piece lies over the first: alpha = a2 + a1 (1 - a2).
+            a1, a2 = alpha.astype(np.float32) / 255, alpha2.astype(np.float32) / 255
+            alpha = np.clip((a2 + a1 * (1 - a2)) * 255 + 0.5, 0, 255).astype(np.uint8)
+            params["second_piece"] = {**params2, "foreground": other.name}
         image = degrade(image, rng, self.spec)
         mask = (alpha > 127).astype(np.uint8)
         params.update({"index": index, "seed": self.seed, "background": kind,

@@ -122,6 +122,12 @@ class SynthSpec(Strict):
     """Share of composites whose piece mirrors the scene around it: polished metal takes the
     colours of its background, which is where a model misses parts of a nose pin or a
     gold bangle (bright pixels reflect most, a strength of 0.2-0.7 is drawn per piece)."""
+    tilt: Fraction = 0.0
+    """Share of pieces seen from another camera angle (a perspective warp): new outlines
+    and openings from the same few real cut-outs."""
+    second_piece: Fraction = 0.0
+    """Share of composites with a second piece (the same one half the time, as earrings
+    come in pairs; else another, as a set), both drawn at half the area range."""
     background_blur: tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]] = (
         2.0, 8.0)
     """Gaussian sigma range (pixels at composite size) for the blurred backgrounds."""
@@ -161,9 +167,9 @@ class SynthSpec(Strict):
     held-out composites from seeds 9000-9003 and 9100-9103: keep clear of those too."""
 
     def for_measuring(self) -> SynthSpec:
-        """This spec without what only teaches (``reflection``): the composites models are
-        measured on stay the same whatever a recipe trained with."""
-        return self.model_copy(update={"reflection": 0.0})
+        """This spec without what only teaches (reflections, tilts, second pieces): the
+        composites models are measured on stay the same whatever a recipe trained with."""
+        return self.model_copy(update={"reflection": 0.0, "tilt": 0.0, "second_piece": 0.0})
 
 
 class DataSpec(Strict):
