@@ -560,6 +560,7 @@ def bench_rle(repeats: int) -> None:
 def bench_synth(repeats: int) -> None:
     """4. Composites/s at 512x512 vs the images/s a training step consumes, same cores."""
     from seglab.data import cutouts, synth
+    from seglab.data.backgrounds import list_photos
     from seglab.recipes import load_recipe
 
     recipe = load_recipe("jewellery-unet-effb3", {"data": {"input_size": [512, 512]}})
@@ -567,8 +568,8 @@ def bench_synth(repeats: int) -> None:
     spec = spec.model_copy(update={"size": (512, 512)})
     with tempfile.TemporaryDirectory() as tmp:
         fgs, _ = cutouts.load_foregrounds(_cutouts(Path(tmp)), spec)
-        rooms = synth.list_photos([SHARED / "backgrounds" / "rooms"]) if SHARED.is_dir() else []
-        hands = synth.list_photos([SHARED / "backgrounds" / "hands"]) if SHARED.is_dir() else []
+        rooms = list_photos([SHARED / "backgrounds" / "rooms"]) if SHARED.is_dir() else []
+        hands = list_photos([SHARED / "backgrounds" / "hands"]) if SHARED.is_dir() else []
         s = synth.Synthesizer(spec, fgs, rooms, hands, seed=0)
         count = 48
         t = time.perf_counter()

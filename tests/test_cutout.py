@@ -14,10 +14,11 @@ from PIL import Image
 
 from seglab.cutout.batch import cutout_files, gate_report
 from seglab.cutout.remove import parse_colour, remove
+from seglab.data.backgrounds import list_photos
 from seglab.data.cutouts import load_foregrounds
 from seglab.data.datasets import CutoutDataset
 from seglab.data.images import read_image
-from seglab.data.synth import Synthesizer, generate, list_photos
+from seglab.data.synth import Synthesizer, generate
 from seglab.errors import SeglabError
 from seglab.infer.predictor import Predictor
 from seglab.metrics import iou
@@ -64,60 +65,6 @@ def test_synthesis_is_reproducible_byte_for_byte(foregrounds, shared_data, tmp_p
         mask = read_image(one / "masks" / f"{m['index']:06d}.png", mode="L")
         assert set(np.unique(mask)) <= {0, 255}
         assert m["area_fraction"] == pytest.approx((mask > 0).mean(), abs=1e-4)
-
-
-def test_reflection_gives_bright_metal_the_scenes_colours():
-    from seglab.data.synth import _reflect
-
-    green = np.zeros((32, 32, 3), np.float32)
-    green[..., 1] = 200
-    white, dark = np.full((32, 32, 3), 255, np.uint8), np.full((32, 32, 3), 20, np.uint8)
-    mirrored = _reflect(white, green, np.random.default_rng(0)).astype(int)
-    # White metal takes 20-70% of the green scene: red and blue fall, green stays high.
-    assert 255 * 0.3 - 1 <= mirrored[..., 0].min() == mirrored[..., 0].max() <= 255 * 0.8 + 1
-    assert mirrored[..., 1].min() >= 216 and (mirrored[..., 0] == mirrored[..., 2]).all()
-    # A dark stone reflects in proportion to its brightness: under 6% here.
-    assert np.abs(_reflect(dark, green, np.random.default_rng(0)).astype(int) - 20).max() <= 11
-    # The scene is mirrored top to bottom: a red sky above shows at the piece's bottom.
-    scene = np.zeros((64, 64, 3), np.float32)
-    scene[:32, :, 0] = 255
-    lit = _reflect(np.full((64, 64, 3), 255, np.uint8), scene, np.random.default_rng(1))
-    assert lit[-8:, :, 0].mean() > lit[:8, :, 0].mean() + 40
-
-
-class _CountingRng:
-    """A generator that counts its draws, to prove which draws a setting adds."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng, self.draws = np.random.default_rng(seed), 0
-
-    def __getattr__(self, name):
-        def draw(*args, **kwargs):
-            self.draws += 1
-            return getattr(self.rng, name)(*args, **kwargs)
-        return draw
-
-
-def test_reflection_off_draws_nothing_so_earlier_streams_stay_as_they_were(
-        foregrounds, monkeypatch):
-    from seglab.data import synth
-
-    calls = []
-    real = synth._reflect
-    monkeypatch.setattr(synth, "_reflect", lambda *a: calls.append(1) or real(*a))
-    fgs, _ = load_foregrounds(foregrounds, SMALL)
-    background = np.full((64, 64, 3), 90, np.uint8)
-    draws, masks = {}, {}
-    for share in (0.0, 1.0):
-        spec = SMALL.model_copy(update={"reflection": share})
-        rng = _CountingRng(5)
-        _, alpha, params = synth.compose(rng, fgs[0], background, spec)
-        draws[share], masks[share] = rng.draws, alpha
-        assert params.get("reflection", False) is (share == 1.0)
-    # On: one draw to decide, one for the strength. Off: none, not even the decision.
-    assert draws[1.0] - draws[0.0] == 2 and len(calls) == 1
-    # Drawn after the placement: the same piece in the same place.
-    assert np.array_equal(masks[0.0], masks[1.0]) and masks[0.0].any()
 
 
 def _tiny_cutout_model(tmp_path):

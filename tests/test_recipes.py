@@ -160,6 +160,17 @@ def test_shipped_stages_say_only_what_changes():
     assert reflect.data.synth.stream_seed not in (
         stage7.data.synth.stream_seed, edges.data.synth.stream_seed,
         dice.data.synth.stream_seed, bilinear.data.synth.stream_seed, stage6.data.seed)
+    # The variety try: the reflection stage plus tilts, second pieces and more recolouring.
+    variety = load_recipe("jewellery-cutout-cpu-variety")
+    assert variety.model == reflect.model and variety.train.loss == reflect.train.loss
+    assert (variety.data.synth.tilt, variety.data.synth.second_piece,
+            variety.data.synth.jitter_saturation) == (0.5, 0.33, 0.4)
+    assert variety.data.synth.model_copy(update={
+        "tilt": 0.0, "second_piece": 0.0, "jitter_saturation": 0.2,
+        "stream_seed": reflect.data.synth.stream_seed}) == reflect.data.synth
+    assert variety.data.synth.stream_seed not in (
+        stage7.data.synth.stream_seed, edges.data.synth.stream_seed, dice.data.synth.stream_seed,
+        bilinear.data.synth.stream_seed, reflect.data.synth.stream_seed, stage6.data.seed)
 
 
 def test_bad_bases_are_named(tmp_path):
@@ -183,13 +194,13 @@ def test_bad_bases_are_named(tmp_path):
      "jewellery-cutout-cpu-384", "jewellery-cutout-cpu-448", "jewellery-cutout-cpu-512",
      "jewellery-cutout-cpu-lovasz", "jewellery-cutout-cpu-edges",
      "jewellery-cutout-cpu-dice", "jewellery-cutout-cpu-bilinear",
-     "jewellery-cutout-cpu-reflect"),
+     "jewellery-cutout-cpu-reflect", "jewellery-cutout-cpu-variety"),
     # `make zoo-jewellery-cutout ZOO_SCALE=`: the accelerator recipe as the first stage.
     ("jewellery-cutout", "jewellery-cutout-cpu-continue", "jewellery-cutout-cpu-bf16",
      "jewellery-cutout-cpu-384", "jewellery-cutout-cpu-448", "jewellery-cutout-cpu-512",
      "jewellery-cutout-cpu-lovasz", "jewellery-cutout-cpu-edges",
      "jewellery-cutout-cpu-dice", "jewellery-cutout-cpu-bilinear",
-     "jewellery-cutout-cpu-reflect"),
+     "jewellery-cutout-cpu-reflect", "jewellery-cutout-cpu-variety"),
     ("steel-defects", "steel-defects-long", "steel-defects-d4"),
     ("magnetic-tile-zoo", "magnetic-tile-zoo-2", "magnetic-tile-zoo-3"),
 ])

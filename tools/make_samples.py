@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from seglab.data import synth
+from seglab.data import backgrounds, synth
 from seglab.data.images import read_image, write_image
 from seglab.recipes import load_recipe
 from seglab.training.trainer import split_dataset
@@ -48,8 +48,8 @@ def jewellery(data: Path) -> None:
         fg = synth.Foreground(name, rgba[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
         rng = np.random.default_rng([2026, i])
         size = (800, 800)
-        bg = (synth.studio_field(rng, size, spec, base=what) if kind == "studio"
-              else synth.texture_field(rng, size, spec, kind=what))
+        bg = (backgrounds.studio_field(rng, size, spec, base=what) if kind == "studio"
+              else backgrounds.texture_field(rng, size, spec, kind=what))
         image, alpha, _ = synth.compose(rng, fg, bg, spec.model_copy(update={
             "area_fraction": (area, area)}), shadow_p=1.0 if kind == "studio" else 0.0)
         stem = f"{i + 1:02d}-{Path(name).stem}-{what if isinstance(what, str) else 'studio'}"

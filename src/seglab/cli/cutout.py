@@ -44,6 +44,7 @@ def synth(
     """Make synthetic composites: cut-outs on colour fields, shapes, rooms and hands."""
     from seglab.data import cutouts
     from seglab.data import synth as synthesis
+    from seglab.data.backgrounds import list_photos
     from seglab.recipes import SynthSpec, load_recipe
 
     spec = load_recipe(recipe).data.synth or SynthSpec()
@@ -55,8 +56,8 @@ def synth(
     if not fgs:
         raise SeglabError(f"data.synth.exclude of {recipe} leaves no cut-out in {foregrounds}")
     folders = backgrounds or []
-    hands = synthesis.list_photos([f for f in folders if "hand" in str(f).lower()])
-    rooms = synthesis.list_photos([f for f in folders if "hand" not in str(f).lower()])
+    hands = list_photos([f for f in folders if "hand" in str(f).lower()])
+    rooms = list_photos([f for f in folders if "hand" not in str(f).lower()])
     maker = synthesis.Synthesizer(spec, fgs, rooms, hands, seed=seed)
     synthesis.generate(maker, out, n, workers=workers)
     typer.echo(f"{n} composites from {len(fgs)} cut-outs, {len(rooms)} room and {len(hands)} "

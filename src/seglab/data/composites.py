@@ -51,6 +51,7 @@ def synthetic_split(spec: DataSpec, root: str | os.PathLike[str]
                     ) -> tuple[SyntheticDataset, SyntheticDataset]:
     """Train and validation composites over ``root``; validation uses held-back cut-outs."""
     from seglab.data import synth as synthesis
+    from seglab.data.backgrounds import list_photos
 
     if spec.synth is None:
         raise SeglabError("format: synthetic needs a data.synth section in the recipe")
@@ -73,7 +74,7 @@ def synthetic_split(spec: DataSpec, root: str | os.PathLike[str]
     if not val_fgs or not train_fgs:
         raise SeglabError(f"data.synth.exclude leaves no cut-out for "
                           f"{'validation' if not val_fgs else 'training'} in {fg_dir}")
-    photos = {k: synthesis.list_photos([root / sub]) if (root / sub).is_dir() else []
+    photos = {k: list_photos([root / sub]) if (root / sub).is_dir() else []
               for k, sub in (("rooms", s.rooms), ("hands", s.hands))}
     train = synthesis.Synthesizer(s, train_fgs, photos["rooms"], photos["hands"],
                                   seed=spec.seed if s.stream_seed is None else s.stream_seed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, ClassVar, Literal, TypeVar
 
 import numpy as np
 from pydantic import (
@@ -166,10 +166,17 @@ class SynthSpec(Strict):
     from ``data.seed + 1`` (the validation stream). ``tools/release_zoo.py`` draws its
     held-out composites from seeds 9000-9003 and 9100-9103: keep clear of those too."""
 
+    TEACHING_ONLY: ClassVar[tuple[str, ...]] = (
+        "reflection", "tilt", "second_piece", "jitter_brightness", "jitter_contrast",
+        "jitter_saturation", "jitter_hue")
+    """Keys that vary the pieces only to teach: measuring draws them at their defaults."""
+
     def for_measuring(self) -> SynthSpec:
-        """This spec without what only teaches (reflections, tilts, second pieces): the
-        composites models are measured on stay the same whatever a recipe trained with."""
-        return self.model_copy(update={"reflection": 0.0, "tilt": 0.0, "second_piece": 0.0})
+        """This spec with what only teaches at its defaults (no reflections, tilts or second
+        pieces, the default colour jitter): the composites models are measured on stay the
+        same whatever a recipe trained with."""
+        return self.model_copy(update={k: type(self).model_fields[k].default
+                                       for k in self.TEACHING_ONLY})
 
 
 class DataSpec(Strict):
