@@ -4,6 +4,8 @@ every earlier recipe stay as they were. Runs without the shared data (drawn piec
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -106,6 +108,24 @@ def test_tilt_gives_the_piece_a_new_outline_and_keeps_its_opening():
     assert max(fills) < 0.85 and len({round(f, 3) for f in fills}) == len(fills)
 
 
+def test_tilt_never_cuts_the_piece_off_at_its_canvas_edge():
+    # A long piece (a bracelet) rotated on the canvas compose gives it: its ends reach the
+    # canvas' edge, and corners moved outwards would cut them off without the padding.
+    bar = np.zeros((40, 200, 4), np.uint8)
+    bar[...] = (200, 200, 200, 255)
+    side = int(np.ceil(np.hypot(*bar.shape[:2])))
+    canvas = np.zeros((side, side, 4), np.uint8)
+    canvas[(side - 40) // 2:(side - 40) // 2 + 40, (side - 200) // 2:(side - 200) // 2 + 200] = bar
+    canvas = cv2.warpAffine(canvas, cv2.getRotationMatrix2D((side / 2, side / 2), 30, 1.0),
+                            (side, side))
+    for seed in range(20):
+        out = synth._tilt(canvas, np.random.default_rng(seed))[..., 3]
+        assert not (out[0].any() or out[-1].any() or out[:, 0].any() or out[:, -1].any())
+        # Still the whole bar: a perspective warp of corners moved by at most 12% keeps
+        # its area within about a third.
+        assert 0.6 < (out > 127).sum() / (canvas[..., 3] > 127).sum() < 1.5
+
+
 @pytest.mark.parametrize("key", ["tilt", "second_piece"])
 def test_variety_off_draws_nothing_so_earlier_streams_stay_as_they_were(key, monkeypatch):
     real = np.random.default_rng
@@ -123,7 +143,7 @@ def test_variety_off_draws_nothing_so_earlier_streams_stay_as_they_were(key, mon
         maker = synth.Synthesizer(PLAIN.model_copy(update={key: share}), pieces, seed=11)
         comp = maker(0)
         draws[share], images[share] = made[-1].draws, comp.image
-        assert "second_piece" not in comp.params
+        assert "second_piece" not in comp.params and "tilt" not in comp.params
     monkeypatch.setattr(synth.np.random, "default_rng", real)
     assert draws[1e-9] - draws[0.0] == 1
     assert not np.array_equal(images[0.0], images[1e-9])  # the stream moved on by one draw
@@ -136,6 +156,7 @@ def test_second_piece_makes_pairs_and_sets_sharing_one_pieces_area():
     seen = set()
     for index in range(12):
         comp = maker(index)
+        json.dumps(comp.params)  # written to the manifest as it is
         first, second = comp.params["foreground"], comp.params["second_piece"]["foreground"]
         seen.add("pair" if first == second else "set")
         # Each piece drawn at half the area: together no more than one would have had.
@@ -157,5 +178,11 @@ def test_measuring_puts_what_only_teaches_back_to_its_defaults():
     plain = taught.for_measuring()
     assert (plain.reflection, plain.tilt, plain.second_piece) == (0.0, 0.0, 0.0)
     assert (plain.jitter_saturation, plain.jitter_hue) == (0.2, 0.03)  # SynthSpec's defaults
+    assert set(SynthSpec.TEACHING_ONLY) == {"reflection", "tilt", "second_piece",
+                                            "jitter_brightness", "jitter_contrast",
+                                            "jitter_saturation", "jitter_hue"}
+    loud = SynthSpec(**{k: 0.45 for k in SynthSpec.TEACHING_ONLY}).for_measuring()
+    assert all(getattr(loud, k) == SynthSpec.model_fields[k].default
+               for k in SynthSpec.TEACHING_ONLY)
     # What the photos themselves look like, and how pieces lie in them, stays the recipe's.
     assert (plain.jpeg, plain.rotation) == (0.4, 45.0)

@@ -302,3 +302,27 @@ def test_held_out_composites_are_the_same_whatever_a_model_was_taught_with(taugh
             update={"stream_seed": taught.stream_seed})
         assert spec.size == (512, 512) and spec.reflection == spec.tilt == 0
         assert getattr(spec.mix, kind) == 1 and spec.mix.colour == spec.mix.shapes == 0
+
+
+def test_piece_gap_draws_both_sides_alike_but_for_the_pieces(shared_data, tmp_path,
+                                                            monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import piece_gap
+
+    result = piece_gap.measure("jewellery-cutout", shared_data, tmp_path, count=1)
+    trained, held = result["trained on"], result["held back"]
+    assert trained["composites"] == held["composites"] == 4  # one per background kind
+    assert trained["pieces"] > 2 * held["pieces"] > 0  # the recipe holds back a quarter
+    sides = {}
+    for side in ("trained-on", "held-back"):
+        lines = [json.loads(line) for kind in ("studio", "texture", "rooms", "hands")
+                 for line in (tmp_path / side / kind / "manifest.jsonl").read_text().splitlines()]
+        sides[side] = lines
+    # Same seeds, same backgrounds, pieces from disjoint sets.
+    assert [(m["seed"], m["background"]) for m in sides["trained-on"]] == \
+        [(m["seed"], m["background"]) for m in sides["held-back"]] == \
+        [(9000, "studio"), (9001, "texture"), (9002, "rooms"), (9003, "hands")]
+    assert not {m["foreground"] for m in sides["trained-on"]} & \
+        {m["foreground"] for m in sides["held-back"]}
+    assert result["gap"] == pytest.approx(trained["mean_iou"] - held["mean_iou"], abs=1e-4)
+    assert 0.5 < held["mean_iou"] <= 1 and 0.5 < trained["mean_iou"] <= 1

@@ -88,9 +88,10 @@ def curve_table(points: list[tuple[float, float]]) -> list[str]:
 def heldout_spec(spec: SynthSpec, kind: str) -> SynthSpec:
     """The recipe's composites at 512x512 over one background ``kind`` only.
 
-    Without reflections (:meth:`SynthSpec.for_measuring`), so a model taught with them is
-    measured on the same composites as one taught without (every other key still comes
-    from the recipe)."""
+    With what only teaches at its defaults (:meth:`SynthSpec.for_measuring`: no
+    reflections, tilts or second pieces, the default colour jitter), so a model taught
+    with them is measured on the same composites as one taught without (every other key
+    still comes from the recipe)."""
     mix = {name: 1.0 if name == kind else 0.0 for name in ("colour", "shapes", *KINDS)}
     return spec.for_measuring().model_copy(update={"size": (512, 512),
                                                    "mix": spec.mix.model_copy(update=mix)})

@@ -94,9 +94,13 @@ def _tilt(canvas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     side = canvas.shape[0]
     corners = np.float32([[0, 0], [side, 0], [side, side], [0, side]])
     moved = corners + rng.uniform(-0.12, 0.12, (4, 2)).astype(np.float32) * side
-    warp = cv2.getPerspectiveTransform(corners, moved)
-    out = cv2.warpPerspective(canvas, warp, (side, side), flags=cv2.INTER_LINEAR,
-                              borderValue=(0, 0, 0, 0))
+    # Corners move outwards too: warp onto a canvas padded by the most they can move, so
+    # no part of the piece is cut off at the edge (the crop that follows drops the pad).
+    pad = int(np.ceil(0.12 * side)) + 1
+    shift = np.array([[1, 0, pad], [0, 1, pad], [0, 0, 1]], np.float64)
+    warp = shift @ cv2.getPerspectiveTransform(corners, moved)
+    out = cv2.warpPerspective(canvas, warp, (side + 2 * pad, side + 2 * pad),
+                              flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0, 0))
     return out if (out[..., 3] > 10).any() else canvas
 
 
@@ -111,7 +115,8 @@ class Composite:
 def compose(rng: np.random.Generator, fg: Foreground, background: np.ndarray,
             spec: SynthSpec, shadow_p: float | None = None
             ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Paste one cut-out on a background: scale, rotate, flip, place, jitter, shadow.
+    """Paste one cut-out on a background: flip, rotate, tilt, scale, place, jitter,
+    reflect, shadow (tilts and reflections only when the recipe asks for them).
 
     ``shadow_p`` overrides ``spec.shadow`` (studio sweeps nearly always show one).
     """
@@ -130,7 +135,8 @@ def compose(rng: np.random.Generator, fg: Foreground, background: np.ndarray,
     canvas = cv2.warpAffine(canvas, rot, (side, side), flags=cv2.INTER_LINEAR,
                             borderValue=(0, 0, 0, 0))
     # Drawn only when the recipe asks, so every earlier recipe's stream stays as it was.
-    if spec.tilt > 0 and rng.random() < spec.tilt:
+    tilted = spec.tilt > 0 and rng.random() < spec.tilt
+    if tilted:
         canvas = _tilt(canvas, rng)
     ys, xs = np.nonzero(canvas[..., 3] > 10)
     canvas = canvas[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
@@ -173,6 +179,8 @@ def compose(rng: np.random.Generator, fg: Foreground, background: np.ndarray,
               "off_frame": bool(off_frame), "shadow": bool(shadow)}
     if reflect:
         params["reflection"] = True
+    if tilted:  # recorded only when drawn: earlier manifests stay as they were
+        params["tilt"] = True
     return np.clip(out + 0.5, 0, 255).astype(np.uint8), layer[..., 3], params
 
 
@@ -216,8 +224,10 @@ class Synthesizer:
             spec = spec.model_copy(update={"area_fraction": (low / 2, high / 2)})
         image, alpha, params = compose(rng, fg, bg, spec, shadow_p=shadow_p)
         if pair:  # a pair (the same piece, flipped or not) or a set (another piece)
-            other = fg if rng.random() < 0.5 else self.foregrounds[
-                int(rng.integers(len(self.foregrounds)))]
+            other = fg
+            if rng.random() >= 0.5 and len(self.foregrounds) > 1:
+                k = int(rng.integers(len(self.foregrounds) - 1))  # any piece but the first
+                other = self.foregrounds[k + (k >= fg_index)]
             image, alpha2, params2 = compose(rng, other, image, spec, shadow_p=shadow_p)
             # The second piece lies over the first: alpha = a2 + a1 (1 - a2).
             a1, a2 = alpha.astype(np.float32) / 255, alpha2.astype(np.float32) / 255

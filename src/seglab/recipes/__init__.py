@@ -127,7 +127,7 @@ class SynthSpec(Strict):
     and openings from the same few real cut-outs."""
     second_piece: Fraction = 0.0
     """Share of composites with a second piece (the same one half the time, as earrings
-    come in pairs; else another, as a set), both drawn at half the area range."""
+    come in pairs; else another one, as a set), both drawn at half the area range."""
     background_blur: tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]] = (
         2.0, 8.0)
     """Gaussian sigma range (pixels at composite size) for the blurred backgrounds."""
