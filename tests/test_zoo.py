@@ -309,14 +309,26 @@ def test_piece_gap_draws_both_sides_alike_but_for_the_pieces(shared_data, tmp_pa
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import piece_gap
 
-    result = piece_gap.measure("jewellery-cutout", shared_data, tmp_path, count=1)
+    # Sixteen of the real cut-outs and a few photos: the recipe splits them as it would all.
+    data = tmp_path / "data"
+    for i, path in enumerate(sorted((shared_data / "jewellery-cutouts").rglob("*.png"))[:16]):
+        (data / "jewellery-cutouts" / str(i)).mkdir(parents=True)
+        (data / "jewellery-cutouts" / str(i) / path.name).symlink_to(path)
+    for sub in ("rooms", "hands"):
+        (data / "backgrounds" / sub).mkdir(parents=True)
+        photos = sorted(p for p in (shared_data / "backgrounds" / sub).rglob("*")
+                        if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        for i, path in enumerate(photos[:3]):
+            (data / "backgrounds" / sub / f"{i}{path.suffix}").symlink_to(path)
+    result = piece_gap.measure("jewellery-cutout", data, tmp_path / "work", count=1)
     trained, held = result["trained on"], result["held back"]
     assert trained["composites"] == held["composites"] == 4  # one per background kind
-    assert trained["pieces"] > 2 * held["pieces"] > 0  # the recipe holds back a quarter
+    assert (trained["pieces"], held["pieces"]) == (12, 4)  # the recipe holds back a quarter
     sides = {}
     for side in ("trained-on", "held-back"):
         lines = [json.loads(line) for kind in ("studio", "texture", "rooms", "hands")
-                 for line in (tmp_path / side / kind / "manifest.jsonl").read_text().splitlines()]
+                 for line in (tmp_path / "work" / side / kind / "manifest.jsonl").read_text()
+                 .splitlines()]
         sides[side] = lines
     # Same seeds, same backgrounds, pieces from disjoint sets.
     assert [(m["seed"], m["background"]) for m in sides["trained-on"]] == \
