@@ -97,8 +97,9 @@ def test_tilt_gives_the_piece_a_new_outline_and_keeps_its_opening():
                                                                                       abs=0.03)
     fills = []
     for seed in range(6):
-        _, alpha, _ = synth.compose(np.random.default_rng(seed), piece, background,
-                                    PLAIN.model_copy(update={"tilt": 1.0}))
+        _, alpha, params = synth.compose(np.random.default_rng(seed), piece, background,
+                                         PLAIN.model_copy(update={"tilt": 1.0}))
+        assert params["tilt"] is True and json.dumps(params)  # recorded in the manifest
         mask = alpha > 127
         ys, xs = np.nonzero(mask)
         fills.append(mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1].mean())
@@ -118,12 +119,17 @@ def test_tilt_never_cuts_the_piece_off_at_its_canvas_edge():
     canvas[(side - 40) // 2:(side - 40) // 2 + 40, (side - 200) // 2:(side - 200) // 2 + 200] = bar
     canvas = cv2.warpAffine(canvas, cv2.getRotationMatrix2D((side / 2, side / 2), 30, 1.0),
                             (side, side))
+    corners = np.float32([[0, 0], [side, 0], [side, side], [0, side]])
     for seed in range(20):
         out = synth._tilt(canvas, np.random.default_rng(seed))[..., 3]
         assert not (out[0].any() or out[-1].any() or out[:, 0].any() or out[:, -1].any())
-        # Still the whole bar: a perspective warp of corners moved by at most 12% keeps
-        # its area within about a third.
-        assert 0.6 < (out > 127).sum() / (canvas[..., 3] > 127).sum() < 1.5
+        # Nothing lost: the same warp onto a canvas padded by a whole side holds as much.
+        moved = corners + np.random.default_rng(seed).uniform(-0.12, 0.12, (4, 2)).astype(
+            np.float32) * side
+        roomy = np.array([[1, 0, side], [0, 1, side], [0, 0, 1]]) @ \
+            cv2.getPerspectiveTransform(corners, moved)
+        whole = cv2.warpPerspective(canvas[..., 3], roomy, (3 * side, 3 * side))
+        assert out.astype(int).sum() == pytest.approx(whole.astype(int).sum(), rel=1e-3)
 
 
 @pytest.mark.parametrize("key", ["tilt", "second_piece"])
@@ -170,6 +176,11 @@ def test_second_piece_makes_pairs_and_sets_sharing_one_pieces_area():
         if first != second:
             assert {"gold", "silver"} == {first, second}
     assert seen == {"pair", "set"}
+    # Half pairs, half sets of two *different* pieces: drawing the second of a set from
+    # all pieces would make three in four composites of two pieces pairs.
+    pairs = [maker(i).params for i in range(12, 92)]
+    share = np.mean([p["foreground"] == p["second_piece"]["foreground"] for p in pairs])
+    assert 0.35 < share < 0.65
 
 
 def test_measuring_puts_what_only_teaches_back_to_its_defaults():
