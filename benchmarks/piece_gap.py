@@ -22,9 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from seglab.cutout.batch import gate_report
-from seglab.data import synth
-from seglab.data.datasets import CutoutDataset
 from seglab.data.files import write_text_atomic
 from seglab.infer.predictor import load_model
 from seglab.recipes import load_recipe
@@ -34,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "tools") not in sys.path:  # the release's yardstick, not a copy of it
     sys.path.insert(0, str(ROOT / "tools"))
 
-from release_zoo import HELDOUT_SEED, KINDS, heldout_spec  # noqa: E402
+from release_zoo import heldout_reports  # noqa: E402
 
 
 def measure(model: str, data: Path, work: Path, count: int) -> dict:
@@ -43,15 +40,9 @@ def measure(model: str, data: Path, work: Path, count: int) -> dict:
     split = split_dataset(load_recipe(predictor.config.recipe), data)
     out = {}
     for side, part in (("trained on", split.train.synth), ("held back", split.val.synth)):
-        rows = []
-        for k, kind in enumerate(KINDS):
-            maker = synth.Synthesizer(heldout_spec(part.spec, kind), part.foregrounds,
-                                      part.photos["rooms"], part.photos["hands"],
-                                      seed=HELDOUT_SEED + k)
-            folder = work / side.replace(" ", "-") / kind
-            synth.generate(maker, folder, count, progress=False)
-            rows += gate_report(predictor, CutoutDataset(folder), folder, name=kind,
-                                progress=False)["results"]
+        reports = heldout_reports(predictor, part, work / side.replace(" ", "-"), count,
+                                  label=f"composites of pieces {side}")
+        rows = [row for report in reports.values() for row in report["results"]]
         ious = np.array([r["iou"] for r in rows])
         accepted = np.array([r["accepted"] for r in rows], bool)
         out[side] = {"pieces": len(part.foregrounds), "composites": len(rows),

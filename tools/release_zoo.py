@@ -24,11 +24,17 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from seglab.data.files import write_text_atomic
 from seglab.models import folder as modelfolder
 from seglab.models import zoo
 from seglab.recipes import SynthSpec, load_recipe
+
+if TYPE_CHECKING:
+    from seglab.cutout.batch import GateReport
+    from seglab.data.synth import Synthesizer
+    from seglab.infer.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("studio", "texture", "rooms", "hands")
@@ -97,26 +103,39 @@ def heldout_spec(spec: SynthSpec, kind: str) -> SynthSpec:
                                                    "mix": spec.mix.model_copy(update=mix)})
 
 
-def release_cutout(model: Path, data: Path, work: Path, count: int,
-                   seed: int = HELDOUT_SEED) -> tuple[dict, str]:
-    from seglab.cutout.batch import cutout_files, gate_report
-    from seglab.cutout.card import cutout_card
+def heldout_reports(predictor: Predictor, part: Synthesizer, out: Path, count: int,
+                    seed: int = HELDOUT_SEED, label: str = "held-out composites"
+                    ) -> dict[str, GateReport]:
+    """Gate reports on ``count`` composites of ``part``'s pieces per background kind, each
+    drawn into ``out/KIND`` from seed + k with :func:`heldout_spec`: the release's yardstick,
+    also what ``benchmarks/piece_gap.py`` draws from the training pieces."""
+    from seglab.cutout.batch import gate_report
     from seglab.data import synth
     from seglab.data.datasets import CutoutDataset
+
+    reports = {}
+    for k, kind in enumerate(KINDS):
+        maker = synth.Synthesizer(heldout_spec(part.spec, kind), part.foregrounds,
+                                  part.photos["rooms"], part.photos["hands"], seed=seed + k)
+        folder = synth.generate(maker, out / kind, count, progress=False)
+        reports[kind] = gate_report(predictor, CutoutDataset(folder), folder,
+                                    name=f"{label}, {kind}", progress=False)
+    return reports
+
+
+def release_cutout(model: Path, data: Path, work: Path, count: int,
+                   seed: int = HELDOUT_SEED) -> tuple[dict, str]:
+    from seglab.cutout.batch import cutout_files
+    from seglab.cutout.card import cutout_card
     from seglab.infer.predictor import load_model
     from seglab.training.trainer import split_dataset
 
     predictor = load_model(model)
     recipe = load_recipe(predictor.config.recipe)
     val = split_dataset(recipe, data).val.synth  # held-back cut-outs only
-    rows, per_kind = [], {}
-    for k, kind in enumerate(KINDS):
-        maker = synth.Synthesizer(heldout_spec(val.spec, kind), val.foregrounds,
-                                  val.photos["rooms"], val.photos["hands"], seed=seed + k)
-        folder = synth.generate(maker, work / "heldout" / kind, count, progress=False)
-        report = gate_report(predictor, CutoutDataset(folder), work / "heldout" / kind,
-                             name=f"held-out composites, {kind}", progress=False)
-        per_kind[kind] = report
+    per_kind = heldout_reports(predictor, val, work / "heldout", count, seed)
+    rows = []
+    for kind, report in per_kind.items():
         rows += report["results"]
         print(f"{kind:8s} mean IoU {report['mean_iou']:.4f}, accepted "
               f"{report['accepted_share']:.1%}, precision {report['precision_of_accepted']}")
