@@ -171,6 +171,15 @@ def test_shipped_stages_say_only_what_changes():
     assert variety.data.synth.stream_seed not in (
         stage7.data.synth.stream_seed, edges.data.synth.stream_seed, dice.data.synth.stream_seed,
         bilinear.data.synth.stream_seed, reflect.data.synth.stream_seed, stage6.data.seed)
+    # The clean try: v6's stage on the cleaned pieces (the exclusion is every recipe's), on
+    # a stream of its own; the model, loss and composites are stage 6's.
+    clean = load_recipe("jewellery-cutout-cpu-clean")
+    assert clean.model == stage6.model and clean.train.loss == stage6.train.loss
+    assert clean.data.synth.model_copy(update={"stream_seed": None}) == stage6.data.synth
+    assert clean.data.synth.stream_seed not in (
+        stage7.data.synth.stream_seed, edges.data.synth.stream_seed, dice.data.synth.stream_seed,
+        bilinear.data.synth.stream_seed, reflect.data.synth.stream_seed,
+        variety.data.synth.stream_seed, stage6.data.seed)
 
 
 def test_bad_bases_are_named(tmp_path):
@@ -194,13 +203,15 @@ def test_bad_bases_are_named(tmp_path):
      "jewellery-cutout-cpu-384", "jewellery-cutout-cpu-448", "jewellery-cutout-cpu-512",
      "jewellery-cutout-cpu-lovasz", "jewellery-cutout-cpu-edges",
      "jewellery-cutout-cpu-dice", "jewellery-cutout-cpu-bilinear",
-     "jewellery-cutout-cpu-reflect", "jewellery-cutout-cpu-variety"),
+     "jewellery-cutout-cpu-reflect", "jewellery-cutout-cpu-variety",
+     "jewellery-cutout-cpu-clean"),
     # `make zoo-jewellery-cutout ZOO_SCALE=`: the accelerator recipe as the first stage.
     ("jewellery-cutout", "jewellery-cutout-cpu-continue", "jewellery-cutout-cpu-bf16",
      "jewellery-cutout-cpu-384", "jewellery-cutout-cpu-448", "jewellery-cutout-cpu-512",
      "jewellery-cutout-cpu-lovasz", "jewellery-cutout-cpu-edges",
      "jewellery-cutout-cpu-dice", "jewellery-cutout-cpu-bilinear",
-     "jewellery-cutout-cpu-reflect", "jewellery-cutout-cpu-variety"),
+     "jewellery-cutout-cpu-reflect", "jewellery-cutout-cpu-variety",
+     "jewellery-cutout-cpu-clean"),
     ("steel-defects", "steel-defects-long", "steel-defects-d4"),
     ("magnetic-tile-zoo", "magnetic-tile-zoo-2", "magnetic-tile-zoo-3"),
 ])
