@@ -62,6 +62,29 @@ def test_jewellery_cutout_on_sample_photos_it_never_trained_on():
     assert len(ious) == 6 and float(np.mean(ious)) >= 0.80, ious
 
 
+def test_demo_shows_the_cut_out_model_on_real_photos(shared_data, tmp_path):
+    """The demo's real-photo step: what a person is shown, ``cutouts/`` only for the
+    accepted, a reason for each refused; skipped without the (unshippable) photos."""
+    import csv
+    import shutil
+
+    from seglab.demo import run_zoo_scenes
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    scenes = shared_data / "jewellery-scenes" / "Chiragraikar08__virtual-jewellary-AI-tryon"
+    for name in ("ring4.avif", "necklace156.webp"):  # v6: accepted, refused (conf. 0.965)
+        shutil.copy(scenes / name, photos / name)
+    summary = run_zoo_scenes(tmp_path / "out", photos)
+    assert summary is not None and summary.images == 2 and not summary.errors
+    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    assert len(rows) == 2 and all((r["accepted"] == "True") == (r["reason"] == "") for r in rows)
+    assert len(list((tmp_path / "out" / "cutouts").glob("*.png"))) == summary.accepted
+    assert len(list((tmp_path / "out" / "shown").glob("*.png"))) == 2
+    assert (tmp_path / "out" / "review" / "index.html").is_file()
+    assert run_zoo_scenes(tmp_path / "none", tmp_path / "missing") is None
+
+
 def test_steel_defects_on_neu_seg_strips_it_never_trained_on(shared_data):
     from seglab.training.trainer import split_dataset
 

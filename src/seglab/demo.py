@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from seglab.data import rle
 from seglab.data.images import write_image
+
+if TYPE_CHECKING:
+    from seglab.cutout.batch import CutoutSummary
 
 STRIP_SHAPE = (256, 1600)
 DEMO_SHAPE = (128, 800)
@@ -99,11 +103,14 @@ def make_dataset(folder: Path, count: int, seed: int,
     return folder
 
 
-def run_demo(out: Path, images: int = 64, steel_data: Path | None = None) -> dict:
+def run_demo(out: Path, images: int = 64, steel_data: Path | None = None,
+             scenes_data: Path | None = None) -> dict:
     """A plumbing example (train on generated strips), then the zoo on real photos.
 
     ``steel_data`` is a NEU-Seg folder (``images/`` + ``masks/``) for the steel zoo
-    model; ``None`` looks for ``../shared/data/neu-seg`` and skips that part without it.
+    model and ``scenes_data`` a folder of jewellery photos for the cut-out one; ``None``
+    looks for ``../shared/data/neu-seg`` and ``../shared/data/jewellery-scenes`` and
+    skips that part without them (neither may be shipped).
     """
     import torch
 
@@ -119,28 +126,29 @@ def run_demo(out: Path, images: int = 64, steel_data: Path | None = None) -> dic
     out = Path(out)
     print("Part 1, plumbing example: a small U-Net trained for two minutes on generated "
           "strips. It shows the pipeline, not a model to use; part 2 runs the zoo's.")
-    print(f"[1/7] generating {images} training strips and 12 held-out strips in {out / 'data'}")
+    print(f"[1/8] generating {images} training strips and 12 held-out strips in {out / 'data'}")
     train_dir = make_dataset(out / "data" / "steel", images, seed=1, shape=DEMO_SHAPE)
     holdout_dir = make_dataset(out / "data" / "steel-holdout", 12, seed=2, shape=DEMO_SHAPE)
     recipe = load_recipe("cpu-demo")
     split = split_dataset(recipe, train_dir)
-    print(f"[2/7] training {recipe.name} ({recipe.model.arch}/{recipe.model.encoder}) on "
+    print(f"[2/8] training {recipe.name} ({recipe.model.arch}/{recipe.model.encoder}) on "
           f"{len(split.train)} strips, validating on {len(split.val)}")
-    print("[3/7] then tuning thresholds on the validation split, measuring factors, writing "
+    print("[3/8] then tuning thresholds on the validation split, measuring factors, writing "
           "the card")
     model_dir = fit(recipe, train_dir, out / "run", split=split, factors=True,
                     dataset_name="validation split of generated strips").model_dir
-    print("[4/7] evaluating on held-out strips")
+    print("[4/8] evaluating on held-out strips")
     config = load_model(model_dir).config
     metrics = document(str(model_dir), open_for_model(config, str(holdout_dir)),
                        dataset_name="held-out generated strips", tune_first=False,
                        factors=False, out_dir=str(out / "evaluation"), update_model=False,
                        progress=False)
-    print("[5/7] predicting the held-out strips")
+    print("[5/8] predicting the held-out strips")
     summary = predict_files(load_model(model_dir), [holdout_dir / "train_images"],
                             out / "predictions", progress=False)
     print("Part 2, the zoo: ready models trained by seglab, on photos they never saw.")
     cut = run_zoo_cutout(out / "zoo-cutout")
+    scenes = run_zoo_scenes(out / "zoo-scenes", scenes_data)
     steel = run_zoo_steel(out / "zoo-steel", steel_data)
     elapsed = time.time() - started
     print(f"\nplumbing example: held-out mean Dice {metrics['mean_dice']:.4f} (all-empty "
@@ -153,6 +161,14 @@ def run_demo(out: Path, images: int = 64, steel_data: Path | None = None) -> dic
           f"{cut['mean_iou']:.4f}, {cut['accepted_share']:.0%} accepted, precision of "
           f"accepted {_pct(cut['precision_of_accepted'])}")
     print(f"  cut-outs, review sheet: {out / 'zoo-cutout'} (review/index.html, review/*.png)")
+    if scenes is not None:
+        print(f"zoo jewellery-cutout on {scenes.images} real jewellery photos (no masks): "
+              f"{scenes.accepted} accepted, shown to a person as cut-outs")
+        print(f"  cut-outs, review sheet: {out / 'zoo-scenes'} (cutouts/ holds the accepted "
+              "ones only; review/index.html)")
+    else:
+        print("zoo jewellery-cutout on real photos: skipped (no jewellery-scenes folder; "
+              "pass --scenes-data)")
     if steel is not None:
         print(f"zoo steel-defects on {steel['images']} NEU-Seg strips it never trained on: "
               f"{steel['defective']} called defective")
@@ -178,11 +194,26 @@ def run_zoo_cutout(out: Path) -> dict:
     from seglab.models import zoo
 
     photos = samples_folder() / "jewellery"
-    print(f"[6/7] zoo {zoo.DEFAULT_CUTOUT} on the sample photos in {photos}")
+    print(f"[6/8] zoo {zoo.DEFAULT_CUTOUT} on the sample photos in {photos}")
     predictor = load_model(zoo.DEFAULT_CUTOUT)
     cutout_files(predictor, [photos / "images"], out, progress=False)
     return gate_report(predictor, CutoutDataset(photos), out / "gate-report",
                        name="seglab sample photos", progress=False)
+
+
+def run_zoo_scenes(out: Path, data: Path | None) -> CutoutSummary | None:
+    """The zoo's cut-out model on real jewellery photos, which have no true masks: what a
+    person would be shown (``cutouts/`` holds only the accepted ones), and the review
+    sheet with the gate's verdict and reason for each."""
+    from seglab.cutout.batch import cutout_files
+    from seglab.infer.predictor import load_model
+    from seglab.models import zoo
+
+    data = data or Path("../shared/data/jewellery-scenes")
+    if not data.is_dir():
+        return None
+    print(f"[7/8] zoo {zoo.DEFAULT_CUTOUT} on the real photos in {data}")
+    return cutout_files(load_model(zoo.DEFAULT_CUTOUT), [data], out, progress=False)
 
 
 def run_zoo_steel(out: Path, data: Path | None) -> dict | None:
@@ -197,7 +228,7 @@ def run_zoo_steel(out: Path, data: Path | None) -> dict | None:
     if not (data / "images").is_dir():
         return None
     items = split_dataset(load_recipe(zoo.DEFAULT_DEFECTS), data).val.items[:12]
-    print(f"[7/7] zoo {zoo.DEFAULT_DEFECTS} on {len(items)} NEU-Seg strips from {data}")
+    print(f"[7/8] zoo {zoo.DEFAULT_DEFECTS} on {len(items)} NEU-Seg strips from {data}")
     return predict_files(load_model(zoo.DEFAULT_DEFECTS), [str(i.image) for i in items], out,
                          progress=False)
 

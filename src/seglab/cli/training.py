@@ -64,8 +64,11 @@ def demo(
     steel_data: Annotated[Path | None, typer.Option(
         help="NEU-Seg folder for the steel zoo model (default: ../shared/data/neu-seg if "
              "there).")] = None,
+    scenes_data: Annotated[Path | None, typer.Option(
+        help="Folder of real jewellery photos for the cut-out zoo model (default: "
+             "../shared/data/jewellery-scenes if there).")] = None,
 ) -> None:
     """Train a small model on generated strips, then run the zoo's models on new photos."""
     from seglab.demo import run_demo
 
-    run_demo(out, images, steel_data)
+    run_demo(out, images, steel_data, scenes_data)
