@@ -235,9 +235,10 @@ def test_the_excluded_cut_outs_are_keyed_on_white_with_highlights_punched_out(sh
     The first four: a binary alpha, pure white under every transparent pixel (keyed on
     white), and enclosed holes of 4% or more of the silhouette, where a pearl, a stone
     or polished metal shone. The other four were keyed on white with a soft alpha: a
-    white backdrop, halo or floor reflection kept opaque along the outline (nearly half
-    of it), and pinholes punched through the diamonds. Of the kept cut-outs one also
-    passes these three thresholds, looked at and found right: a fine chain."""
+    white backdrop, halo or floor reflection kept opaque along the outline (over 40% of
+    it; 48-73% measured), and pinholes punched through the diamonds (0.51-14 per 1000
+    pixels: the thresholds are loose checks, not a detector). Of the kept cut-outs one
+    also passes them, looked at and found right: a fine chain."""
     from scipy import ndimage
 
     from seglab.recipes import shipped
@@ -252,13 +253,14 @@ def test_the_excluded_cut_outs_are_keyed_on_white_with_highlights_punched_out(sh
     # Each is one the recipes would load: leaving it out is not a no-op.
     loaded, _ = load_foregrounds(shared_data / "jewellery-cutouts", jewellery[0].data.synth)
     assert set(excluded) <= {fg.name for fg in loaded}
-    for i, name in enumerate(excluded):
+    binary = {n for n in excluded if n.startswith("virtualrevolution02-commits__")}
+    assert len(binary) == 4
+    for name in excluded:
         rgba = read_image(shared_data / "jewellery-cutouts" / name, mode="RGBA")
         alpha = rgba[..., 3]
         solid = alpha >= 128
         filled = ndimage.binary_fill_holes(solid)
-        holes, _ = ndimage.label(filled & ~solid)
-        if i < 4:
+        if name in binary:
             assert set(np.unique(alpha).tolist()) == {0, 255}, name
             assert (rgba[..., :3][alpha == 0] == 255).all(), name
             assert (filled & ~solid).sum() >= 0.04 * filled.sum(), name
@@ -266,6 +268,7 @@ def test_the_excluded_cut_outs_are_keyed_on_white_with_highlights_punched_out(sh
         soft = ((alpha > 0) & (alpha < 255)).sum() / (alpha > 0).sum()
         outline = solid & ~ndimage.binary_erosion(solid)
         white_outline = (outline & (rgba[..., :3].min(-1) > 225)).sum() / outline.sum()
+        holes, _ = ndimage.label(filled & ~solid)
         sizes = np.bincount(holes.ravel())[1:]
         pinholes = (sizes <= 0.0005 * filled.sum() + 4).sum() / (filled.sum() / 1000)
         assert soft > 0.2 and white_outline > 0.4 and pinholes > 0.5, (

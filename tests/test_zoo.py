@@ -14,7 +14,7 @@ import torch
 import seglab
 from seglab.data.images import read_image
 from seglab.demo import samples_folder
-from seglab.errors import ModelFolderError
+from seglab.errors import ModelFolderError, SeglabError
 from seglab.infer.predictor import load_model
 from seglab.metrics import iou, mask_dice
 from seglab.models import folder as modelfolder
@@ -77,12 +77,23 @@ def test_demo_shows_the_cut_out_model_on_real_photos(shared_data, tmp_path):
         shutil.copy(scenes / name, photos / name)
     summary = run_zoo_scenes(tmp_path / "out", photos)
     assert summary is not None and summary.images == 2 and not summary.errors
-    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
-    assert len(rows) == 2 and all((r["accepted"] == "True") == (r["reason"] == "") for r in rows)
-    assert len(list((tmp_path / "out" / "cutouts").glob("*.png"))) == summary.accepted
+    rows = {r["image"]: r for r in csv.DictReader((tmp_path / "out" / "results.csv").open())}
+    assert {name: r["accepted"] for name, r in rows.items()} == {
+        "ring4.avif": "True", "necklace156.webp": "False"}
+    assert rows["necklace156.webp"]["reason"].startswith("confidence 0.9")
+    assert [p.name for p in (tmp_path / "out" / "cutouts").glob("*.png")] == ["ring4.png"]
     assert len(list((tmp_path / "out" / "shown").glob("*.png"))) == 2
     assert (tmp_path / "out" / "review" / "index.html").is_file()
-    assert run_zoo_scenes(tmp_path / "none", tmp_path / "missing") is None
+    with pytest.raises(SeglabError, match="no folder"):  # named by the user: an error
+        run_zoo_scenes(tmp_path / "none", tmp_path / "missing")
+    # ... and `seglab demo` says so before it trains for two minutes.
+    from seglab.demo import run_demo
+
+    for option, missing in (("--scenes-data", {"scenes_data": tmp_path / "missing"}),
+                            ("--steel-data", {"steel_data": tmp_path / "missing"})):
+        with pytest.raises(SeglabError, match=option):
+            run_demo(tmp_path / "demo", **missing)
+    assert not (tmp_path / "demo").exists()
 
 
 def test_steel_defects_on_neu_seg_strips_it_never_trained_on(shared_data):

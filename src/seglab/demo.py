@@ -19,6 +19,7 @@ import numpy as np
 
 from seglab.data import rle
 from seglab.data.images import write_image
+from seglab.errors import SeglabError
 
 if TYPE_CHECKING:
     from seglab.cutout.batch import CutoutSummary
@@ -121,6 +122,12 @@ def run_demo(out: Path, images: int = 64, steel_data: Path | None = None,
     from seglab.training.run import fit
     from seglab.training.trainer import split_dataset
 
+    # A folder named by the user and missing is an error before two minutes of training,
+    # not a step skipped at the end.
+    if scenes_data is not None and not Path(scenes_data).is_dir():
+        raise SeglabError(f"no folder {scenes_data} (--scenes-data)")
+    if steel_data is not None and not (Path(steel_data) / "images").is_dir():
+        raise SeglabError(f"no NEU-Seg folder (images/ + masks/) at {steel_data} (--steel-data)")
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     started = time.time()
     out = Path(out)
@@ -162,8 +169,9 @@ def run_demo(out: Path, images: int = 64, steel_data: Path | None = None,
           f"accepted {_pct(cut['precision_of_accepted'])}")
     print(f"  cut-outs, review sheet: {out / 'zoo-cutout'} (review/index.html, review/*.png)")
     if scenes is not None:
+        unread = f", {len(scenes.errors)} unreadable (skipped)" if scenes.errors else ""
         print(f"zoo jewellery-cutout on {scenes.images} real jewellery photos (no masks): "
-              f"{scenes.accepted} accepted, shown to a person as cut-outs")
+              f"{scenes.accepted} accepted, shown to a person as cut-outs{unread}")
         print(f"  cut-outs, review sheet: {out / 'zoo-scenes'} (cutouts/ holds the accepted "
               "ones only; review/index.html)")
     else:
@@ -209,8 +217,11 @@ def run_zoo_scenes(out: Path, data: Path | None) -> CutoutSummary | None:
     from seglab.infer.predictor import load_model
     from seglab.models import zoo
 
+    if data is not None and not data.is_dir():
+        raise SeglabError(f"no folder {data} (--scenes-data)")
     data = data or Path("../shared/data/jewellery-scenes")
     if not data.is_dir():
+        print(f"[7/8] zoo {zoo.DEFAULT_CUTOUT} on real photos: skipped (no {data})")
         return None
     print(f"[7/8] zoo {zoo.DEFAULT_CUTOUT} on the real photos in {data}")
     return cutout_files(load_model(zoo.DEFAULT_CUTOUT), [data], out, progress=False)
@@ -224,11 +235,14 @@ def run_zoo_steel(out: Path, data: Path | None) -> dict | None:
     from seglab.recipes import load_recipe
     from seglab.training.trainer import split_dataset
 
+    if data is not None and not (data / "images").is_dir():
+        raise SeglabError(f"no NEU-Seg folder (images/ + masks/) at {data} (--steel-data)")
     data = data or Path("../shared/data/neu-seg")
     if not (data / "images").is_dir():
+        print(f"[8/8] zoo {zoo.DEFAULT_DEFECTS}: skipped (no {data})")
         return None
     items = split_dataset(load_recipe(zoo.DEFAULT_DEFECTS), data).val.items[:12]
-    print(f"[7/8] zoo {zoo.DEFAULT_DEFECTS} on {len(items)} NEU-Seg strips from {data}")
+    print(f"[8/8] zoo {zoo.DEFAULT_DEFECTS} on {len(items)} NEU-Seg strips from {data}")
     return predict_files(load_model(zoo.DEFAULT_DEFECTS), [str(i.image) for i in items], out,
                          progress=False)
 
