@@ -194,3 +194,48 @@ def test_decoder_interpolation_architectures_are_smps_own():
     takes = {name.lower() for name, cls in smp.MODEL_ARCHITECTURES_MAPPING.items()
              if "decoder_interpolation" in inspect.signature(cls).parameters}
     assert takes == INTERPOLATING_ARCHS
+
+
+def test_soup_is_the_mean_of_the_weights_and_refuses_other_architectures(tmp_path):
+    from typer.testing import CliRunner
+
+    from seglab.cli import app
+    from seglab.models.soup import soup
+
+    tiny = {"model": {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}}
+    recipe = load_recipe("cpu-demo", tiny)
+    config = modelfolder.ModelConfig.from_recipe(recipe)
+    folders = []
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        net = build(recipe.model)
+        with torch.no_grad():  # batch-norm statistics differ too, as after training
+            for module in net.modules():
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.running_mean.normal_()
+        folders.append(modelfolder.save(tmp_path / f"m{seed}", net, config))
+    states = [modelfolder.load_net(f)[0].net.state_dict() for f in folders]
+    result = CliRunner().invoke(app, ["soup", *map(str, folders), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    mixed, mixed_config = modelfolder.load_net(tmp_path / "s")
+    floats = 0
+    for key, value in mixed.net.state_dict().items():
+        if value.is_floating_point():
+            floats += 1
+            torch.testing.assert_close(value, sum(s[key] for s in states) / 3)
+    assert floats > 20 and not torch.equal(states[0]["encoder.conv1.weight"],
+                                           states[1]["encoder.conv1.weight"])
+    assert mixed_config.training["soup"] == [str(f) for f in folders]
+    assert mixed_config.metrics == {} and mixed_config.postprocess == config.postprocess
+    prediction = seglab.load_model(tmp_path / "s").predict(np.zeros((64, 96, 3), np.uint8))
+    assert prediction.masks.shape[1:] == (64, 96)
+
+    other = load_recipe("cpu-demo", {"model": {"encoder_depth": 3,
+                                               "decoder_channels": [8, 8, 4]}})
+    odd = modelfolder.save(tmp_path / "odd", build(other.model),
+                           modelfolder.ModelConfig.from_recipe(other))
+    with pytest.raises(ModelFolderError, match="only models of one architecture average"):
+        soup([folders[0], odd], tmp_path / "bad")
+    with pytest.raises(ModelFolderError, match="two models or more"):
+        soup(folders[:1], tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()

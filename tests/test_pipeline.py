@@ -144,7 +144,8 @@ def test_cli_user_errors_are_one_line(tmp_path):
 
 def test_help_lists_every_verb():
     result = CliRunner().invoke(app, ["--help"])
-    for verb in ("train", "evaluate", "predict", "synth", "cutout", "export", "serve", "demo"):
+    for verb in ("train", "evaluate", "predict", "synth", "cutout", "export", "serve", "demo",
+                 "soup"):
         assert verb in result.output
 
 

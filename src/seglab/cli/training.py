@@ -55,6 +55,20 @@ def train(
 
 
 
+
+@app.command()
+@_friendly
+def soup(
+    models: Annotated[list[str], typer.Argument(
+        help="Two or more model folders or zoo names fine-tuned from the same weights.")],
+    out: Annotated[Path, typer.Option(help="The new model folder.")],
+) -> None:
+    """Average the weights of several models into one (a model soup); measure it after."""
+    from seglab.models.soup import soup as make_soup
+
+    folder = make_soup(models, out)
+    typer.echo(f"model: {folder} (the mean of {len(models)} models' weights; not measured yet)")
+
 @app.command()
 @_friendly
 def demo(

@@ -1,0 +1,57 @@
+"""One model from several: the mean of their weights (a "model soup", Wortsman et al. 2022).
+
+Models fine-tuned from the same weights stay in one basin of the loss, so the mean of
+their weights is itself a model, and often a better one than each: seven stage-7 tries
+of ``jewellery-cutout``, each a wash against v6 on its own, averaged to +0.003 held-out
+IoU (README). timm's ``avg_checkpoints.py`` averages checkpoints of one run by file
+name; nothing averages seglab's model folders and zoo names, so this is done by hand.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from seglab.errors import ModelFolderError
+from seglab.models import folder as modelfolder
+from seglab.models import zoo
+
+
+def soup(models: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> Path:
+    """Average the weights of ``models`` (folders or zoo names) into the folder ``out``.
+
+    They must share the architecture, encoder, classes and task (the decoder's
+    up-sampling may differ: it holds no weights); the new folder takes the first
+    model's config, pre- and post-processing and gate, lists its members under
+    ``training.soup``, and carries no measured figures until it is measured. Averaging
+    is done in fp32 (a released fp16 model averages without rounding twice).
+    """
+    if len(models) < 2:
+        raise ModelFolderError(f"a soup needs two models or more, got {len(models)}")
+    first_net, first = modelfolder.load_net(zoo.resolve(models[0]))
+    total = {k: v.detach().float().clone() if v.is_floating_point() else v
+             for k, v in first_net.net.state_dict().items()}
+    want = first.model.model_copy(update={"decoder_interpolation": None})
+    for name in models[1:]:
+        net, config = modelfolder.load_net(zoo.resolve(name))
+        got = config.model.model_copy(update={"decoder_interpolation": None})
+        if (got, config.task) != (want, first.task):
+            raise ModelFolderError(f"{name} is a {config.task} {got.arch}/{got.encoder} with "
+                                   f"classes {got.classes}; {models[0]} is a {first.task} "
+                                   f"{want.arch}/{want.encoder} with classes {want.classes}: "
+                                   "only models of one architecture average")
+        state = net.net.state_dict()
+        for key, value in total.items():
+            if value.is_floating_point():
+                value += state[key].float()
+    with torch.no_grad():
+        first_net.net.load_state_dict({
+            k: v / len(models) if v.is_floating_point() else v for k, v in total.items()})
+    config = first.model_copy(update={
+        "name": None, "metrics": {},
+        "training": {"soup": [str(m) for m in models],
+                     "note": "weights averaged by seglab.models.soup; not trained as such"}})
+    return modelfolder.save(out, first_net.float(), config)
