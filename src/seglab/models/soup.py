@@ -25,8 +25,9 @@ def soup(models: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) 
 
     They must share the architecture, encoder, classes and task (the decoder's
     up-sampling may differ: it holds no weights); the new folder takes the first
-    model's config, pre- and post-processing and gate, lists its members under
-    ``training.soup``, and carries no measured figures until it is measured. Averaging
+    model's config, pre- and post-processing, gate and training record (its data,
+    hardware and software), lists the members under ``training.soup``, and carries no
+    measured figures until it is measured. Averaging
     is done in fp32 (a released fp16 model averages without rounding twice).
     """
     if len(models) < 2:
@@ -52,6 +53,7 @@ def soup(models: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) 
             k: v / len(models) if v.is_floating_point() else v for k, v in total.items()})
     config = first.model_copy(update={
         "name": None, "metrics": {},
-        "training": {"soup": [str(m) for m in models],
-                     "note": "weights averaged by seglab.models.soup; not trained as such"}})
+        "training": {**first.training, "soup": [str(m) for m in models],
+                     "note": "weights averaged by seglab.models.soup, not trained as such; "
+                             "the other keys are the first model's training record"}})
     return modelfolder.save(out, first_net.float(), config)
