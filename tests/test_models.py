@@ -234,8 +234,14 @@ def test_soup_is_the_mean_of_the_weights_and_refuses_other_architectures(tmp_pat
                                                "decoder_channels": [8, 8, 4]}})
     odd = modelfolder.save(tmp_path / "odd", build(other.model),
                            modelfolder.ModelConfig.from_recipe(other))
-    with pytest.raises(ModelFolderError, match="only models of one architecture average"):
+    with pytest.raises(ModelFolderError, match=r"model.decoder_channels .*only models of one"):
         soup([folders[0], odd], tmp_path / "bad")
+    # The decoder's up-sampling holds no weights: v7 averages nearest and bilinear members.
+    bilinear = recipe.model.model_copy(update={"decoder_interpolation": "bilinear"})
+    torch.manual_seed(3)
+    other_up = modelfolder.save(tmp_path / "bilinear", build(bilinear),
+                                config.model_copy(update={"model": bilinear}))
+    assert soup([folders[0], other_up], tmp_path / "mixed").is_dir()
     with pytest.raises(ModelFolderError, match="two models or more"):
         soup(folders[:1], tmp_path / "bad")
     assert not (tmp_path / "bad").exists()

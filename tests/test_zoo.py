@@ -73,7 +73,7 @@ def test_demo_shows_the_cut_out_model_on_real_photos(shared_data, tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
     scenes = shared_data / "jewellery-scenes" / "Chiragraikar08__virtual-jewellary-AI-tryon"
-    for name in ("ring4.avif", "necklace156.webp"):  # v6: accepted, refused (conf. 0.965)
+    for name in ("ring4.avif", "necklace156.webp"):  # v6, v7: accepted, refused (0.965)
         shutil.copy(scenes / name, photos / name)
     summary = run_zoo_scenes(tmp_path / "out", photos)
     assert summary is not None and summary.images == 2 and not summary.errors

@@ -182,6 +182,20 @@ def release_cutout(model: Path, data: Path, work: Path, count: int,
     return figures, card
 
 
+def validation_report(model: Path, data: Path) -> None:
+    """The gate report on the recipe's validation composites that training writes into a
+    cut-out model folder (``precision_coverage.png``, which the card shows): made here
+    for a folder training did not write, such as a soup."""
+    from seglab.cutout.batch import gate_report
+    from seglab.infer.predictor import load_model
+    from seglab.training.trainer import split_dataset
+
+    predictor = load_model(model)
+    split = split_dataset(load_recipe(predictor.config.recipe), data)
+    gate_report(predictor, split.val, model, name="validation composites (held-back cut-outs)",
+                progress=False)
+
+
 def _share(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -292,6 +306,8 @@ def main() -> None:
     if args.measure_only:
         print(f"measured {args.name} in {time.time() - started:.0f} s; reports in {work}")
         return
+    if args.name == "jewellery-cutout" and not (args.model / "gate_report.json").exists():
+        validation_report(args.model, args.data)  # a soup has none: training writes it
     target = modelfolder.pack(args.model, args.into / args.name, name=args.name,
                               figures=figures)
     modelfolder.update(target, card=card)

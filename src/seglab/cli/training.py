@@ -54,8 +54,6 @@ def train(
         typer.echo(f"model: {result.model_dir}; {result.summary()}")
 
 
-
-
 @app.command()
 @_friendly
 def soup(
@@ -68,6 +66,7 @@ def soup(
 
     folder = make_soup(models, out)
     typer.echo(f"model: {folder} (the mean of {len(models)} models' weights; not measured yet)")
+
 
 @app.command()
 @_friendly

@@ -35,15 +35,21 @@ def soup(models: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) 
     first_net, first = modelfolder.load_net(zoo.resolve(models[0]))
     total = {k: v.detach().float().clone() if v.is_floating_point() else v
              for k, v in first_net.net.state_dict().items()}
-    want = first.model.model_copy(update={"decoder_interpolation": None})
+    def kind(config: modelfolder.ModelConfig) -> dict:
+        """What must agree: the network (bar its weightless up-sampling) and its input."""
+        spec = config.model.model_dump(exclude={"decoder_interpolation"})
+        return {**{f"model.{k}": v for k, v in spec.items()}, "task": config.task,
+                "input_size": config.input_size, "normalization": config.normalization}
+
+    want = kind(first)
     for name in models[1:]:
         net, config = modelfolder.load_net(zoo.resolve(name))
-        got = config.model.model_copy(update={"decoder_interpolation": None})
-        if (got, config.task) != (want, first.task):
-            raise ModelFolderError(f"{name} is a {config.task} {got.arch}/{got.encoder} with "
-                                   f"classes {got.classes}; {models[0]} is a {first.task} "
-                                   f"{want.arch}/{want.encoder} with classes {want.classes}: "
-                                   "only models of one architecture average")
+        got = kind(config)
+        if got != want:
+            differ = ", ".join(f"{k} {got[k]!r} against {want[k]!r}"
+                               for k in want if got[k] != want[k])
+            raise ModelFolderError(f"{name} differs from {models[0]} in {differ}: only models "
+                                   "of one architecture and input average")
         state = net.net.state_dict()
         for key, value in total.items():
             if value.is_floating_point():
