@@ -1,10 +1,11 @@
 """One model from several: the mean of their weights (a "model soup", Wortsman et al. 2022).
 
 Models fine-tuned from the same weights stay in one basin of the loss, so the mean of
-their weights is itself a model, and often a better one than each: seven stage-7 tries
-of ``jewellery-cutout``, each a wash against v6 on its own, averaged to +0.003 held-out
-IoU (README). timm's ``avg_checkpoints.py`` averages checkpoints of one run by file
-name; nothing averages seglab's model folders and zoo names, so this is done by hand.
+their weights is itself a model, and often a better one than each: v6 of
+``jewellery-cutout`` and six seventh-stage tries from it, each a wash or worse against v6
+on its own, averaged to +0.003 held-out IoU (v7; README). timm's ``avg_checkpoints.py``
+averages checkpoints of one run by file name; nothing averages seglab's model folders and
+zoo names, so this is done by hand.
 """
 
 from __future__ import annotations
