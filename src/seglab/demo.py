@@ -124,10 +124,8 @@ def run_demo(out: Path, images: int = 64, steel_data: Path | None = None,
 
     # A folder named by the user and missing is an error before two minutes of training,
     # not a step skipped at the end.
-    if scenes_data is not None and not Path(scenes_data).is_dir():
-        raise SeglabError(f"no folder {scenes_data} (--scenes-data)")
-    if steel_data is not None and not (Path(steel_data) / "images").is_dir():
-        raise SeglabError(f"no NEU-Seg folder (images/ + masks/) at {steel_data} (--steel-data)")
+    _shared_folder(scenes_data, SCENES)
+    _shared_folder(steel_data, NEU_SEG)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     started = time.time()
     out = Path(out)
@@ -209,6 +207,24 @@ def run_zoo_cutout(out: Path) -> dict:
                        name="seglab sample photos", progress=False)
 
 
+SCENES = (Path("../shared/data/jewellery-scenes"), ".", "folder", "--scenes-data")
+NEU_SEG = (Path("../shared/data/neu-seg"), "images", "NEU-Seg folder (images/ + masks/)",
+           "--steel-data")
+"""Data the demo reads when there and may not ship: default folder, what must be in it,
+what it is called, and the option that names another."""
+
+
+def _shared_folder(data: Path | None, kind: tuple[Path, str, str, str]) -> Path | None:
+    """``data`` or the default folder, ``None`` when the default is not there; a folder
+    the user named and is missing is an error."""
+    default, probe, what, option = kind
+    if data is not None:
+        if not (Path(data) / probe).is_dir():
+            raise SeglabError(f"no {what} at {data} ({option})")
+        return Path(data)
+    return default if (default / probe).is_dir() else None
+
+
 def run_zoo_scenes(out: Path, data: Path | None) -> CutoutSummary | None:
     """The zoo's cut-out model on real jewellery photos, which have no true masks: what a
     person would be shown (``cutouts/`` holds only the accepted ones), and the review
@@ -217,11 +233,9 @@ def run_zoo_scenes(out: Path, data: Path | None) -> CutoutSummary | None:
     from seglab.infer.predictor import load_model
     from seglab.models import zoo
 
-    if data is not None and not data.is_dir():
-        raise SeglabError(f"no folder {data} (--scenes-data)")
-    data = data or Path("../shared/data/jewellery-scenes")
-    if not data.is_dir():
-        print(f"[7/8] zoo {zoo.DEFAULT_CUTOUT} on real photos: skipped (no {data})")
+    data = _shared_folder(data, SCENES)
+    if data is None:
+        print(f"[7/8] zoo {zoo.DEFAULT_CUTOUT} on real photos: skipped (no {SCENES[0]})")
         return None
     print(f"[7/8] zoo {zoo.DEFAULT_CUTOUT} on the real photos in {data}")
     return cutout_files(load_model(zoo.DEFAULT_CUTOUT), [data], out, progress=False)
@@ -235,11 +249,9 @@ def run_zoo_steel(out: Path, data: Path | None) -> dict | None:
     from seglab.recipes import load_recipe
     from seglab.training.trainer import split_dataset
 
-    if data is not None and not (data / "images").is_dir():
-        raise SeglabError(f"no NEU-Seg folder (images/ + masks/) at {data} (--steel-data)")
-    data = data or Path("../shared/data/neu-seg")
-    if not (data / "images").is_dir():
-        print(f"[8/8] zoo {zoo.DEFAULT_DEFECTS}: skipped (no {data})")
+    data = _shared_folder(data, NEU_SEG)
+    if data is None:
+        print(f"[8/8] zoo {zoo.DEFAULT_DEFECTS}: skipped (no {NEU_SEG[0]})")
         return None
     items = split_dataset(load_recipe(zoo.DEFAULT_DEFECTS), data).val.items[:12]
     print(f"[8/8] zoo {zoo.DEFAULT_DEFECTS} on {len(items)} NEU-Seg strips from {data}")

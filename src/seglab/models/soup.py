@@ -36,6 +36,7 @@ def soup(models: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) 
     first_net, first = modelfolder.load_net(zoo.resolve(models[0]))
     total = {k: v.detach().float().clone() if v.is_floating_point() else v
              for k, v in first_net.net.state_dict().items()}
+
     def kind(config: modelfolder.ModelConfig) -> dict:
         """What must agree: the network (bar its weightless up-sampling) and its input."""
         spec = config.model.model_dump(exclude={"decoder_interpolation"})
