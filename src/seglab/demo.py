@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import cv2
 import numpy as np
@@ -207,22 +207,28 @@ def run_zoo_cutout(out: Path) -> dict:
                        name="seglab sample photos", progress=False)
 
 
-SCENES = (Path("../shared/data/jewellery-scenes"), ".", "folder", "--scenes-data")
-NEU_SEG = (Path("../shared/data/neu-seg"), "images", "NEU-Seg folder (images/ + masks/)",
-           "--steel-data")
-"""Data the demo reads when there and may not ship: default folder, what must be in it,
-what it is called, and the option that names another."""
+class SharedFolder(NamedTuple):
+    """Data the demo reads when there and may not ship."""
+
+    default: Path
+    probe: str  # what must be in it
+    what: str  # what it is called in an error
+    option: str  # the option that names another
 
 
-def _shared_folder(data: Path | None, kind: tuple[Path, str, str, str]) -> Path | None:
+SCENES = SharedFolder(Path("../shared/data/jewellery-scenes"), ".", "folder", "--scenes-data")
+NEU_SEG = SharedFolder(Path("../shared/data/neu-seg"), "images",
+                       "NEU-Seg folder (images/ + masks/)", "--steel-data")
+
+
+def _shared_folder(data: Path | None, kind: SharedFolder) -> Path | None:
     """``data`` or the default folder, ``None`` when the default is not there; a folder
     the user named and is missing is an error."""
-    default, probe, what, option = kind
     if data is not None:
-        if not (Path(data) / probe).is_dir():
-            raise SeglabError(f"no {what} at {data} ({option})")
+        if not (Path(data) / kind.probe).is_dir():
+            raise SeglabError(f"no {kind.what} at {data} ({kind.option})")
         return Path(data)
-    return default if (default / probe).is_dir() else None
+    return kind.default if (kind.default / kind.probe).is_dir() else None
 
 
 def run_zoo_scenes(out: Path, data: Path | None) -> CutoutSummary | None:
@@ -235,7 +241,7 @@ def run_zoo_scenes(out: Path, data: Path | None) -> CutoutSummary | None:
 
     data = _shared_folder(data, SCENES)
     if data is None:
-        print(f"[7/8] zoo {zoo.DEFAULT_CUTOUT} on real photos: skipped (no {SCENES[0]})")
+        print(f"[7/8] zoo {zoo.DEFAULT_CUTOUT} on real photos: skipped (no {SCENES.default})")
         return None
     print(f"[7/8] zoo {zoo.DEFAULT_CUTOUT} on the real photos in {data}")
     return cutout_files(load_model(zoo.DEFAULT_CUTOUT), [data], out, progress=False)
@@ -251,7 +257,7 @@ def run_zoo_steel(out: Path, data: Path | None) -> dict | None:
 
     data = _shared_folder(data, NEU_SEG)
     if data is None:
-        print(f"[8/8] zoo {zoo.DEFAULT_DEFECTS}: skipped (no {NEU_SEG[0]})")
+        print(f"[8/8] zoo {zoo.DEFAULT_DEFECTS}: skipped (no {NEU_SEG.default})")
         return None
     items = split_dataset(load_recipe(zoo.DEFAULT_DEFECTS), data).val.items[:12]
     print(f"[8/8] zoo {zoo.DEFAULT_DEFECTS} on {len(items)} NEU-Seg strips from {data}")

@@ -14,8 +14,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from seglab.errors import ModelFolderError
 from seglab.models import folder as modelfolder
 from seglab.models import zoo
@@ -56,12 +54,11 @@ def soup(models: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) 
         for key, value in total.items():
             if value.is_floating_point():
                 value += state[key].float()
-    with torch.no_grad():
-        first_net.net.load_state_dict({
-            k: v / len(models) if v.is_floating_point() else v for k, v in total.items()})
+    first_net.net.load_state_dict({
+        k: v / len(models) if v.is_floating_point() else v for k, v in total.items()})
     config = first.model_copy(update={
         "name": None, "metrics": {},
         "training": {**first.training, "soup": [str(m) for m in models],
                      "note": "weights averaged by seglab.models.soup, not trained as such; "
                              "the other keys are the first model's training record"}})
-    return modelfolder.save(out, first_net.float(), config)
+    return modelfolder.save(out, first_net, config)
