@@ -78,6 +78,7 @@ def bench_unet(repeats: int) -> None:
     import segmentation_models_pytorch as smp
 
     from seglab import deploy as exporting
+    from seglab.infer.runtimes import native_bf16
     from seglab.models import folder as modelfolder
     from seglab.models.network import SegmentationNet
     from seglab.recipes import load_recipe
@@ -108,13 +109,31 @@ def bench_unet(repeats: int) -> None:
             for n, name, check, base, value, far in _backend_rows(
                     net, folder, record["backends"], batch, other, repeats):
                 if value is None:
-                    print(f"unet     {name}: {check.get('error', 'not checked')}")
+                    why = check.get("error") or check.get("skipped", "not checked")
+                    print(f"unet     {name}: {why}")
                     continue
                 held = (f", {check['heldout_mask_dice']:.4f} on the 8 held out from "
                         f"calibration" if "heldout_mask_dice" in check else "")
                 report("unet", f"{size[0]}x{size[1]} batch {n} {name}", "img/s", base, value,
                        f"mask Dice vs fp32 {check['mask_dice']:.4f} on the 16 export "
                        f"strips{held}, {far:.4f} on 20 unseen; {_verdict(check)}")
+            if size == (128, 800) and not native_bf16():
+                _emulated_bf16(net, batch[:1])
+
+
+def _emulated_bf16(net: torch.nn.Module, x: np.ndarray) -> None:
+    """Why ``export`` and ``auto`` skip bf16 on a CPU without it in hardware: what bf16
+    autocast costs there (one timed call; it is too slow for three)."""
+    import copy
+
+    from seglab.infer.runtimes import TorchBackend
+
+    fp32, bf16 = TorchBackend(net), TorchBackend(copy.deepcopy(net), bf16=True)
+    base = 1 / timed(lambda: fp32(x), 3)
+    report("unet", "128x800 batch 1 torch-bf16 emulated", "img/s", base,
+           1 / timed(lambda: bf16(x), 1),
+           "no native bf16 on this CPU: why export does not check bf16 here and auto "
+           "never picks it")
 
 
 def _backend_rows(net: torch.nn.Module, folder: Path, checks: dict, samples: np.ndarray,
@@ -237,6 +256,8 @@ def _fit_bright(net: torch.nn.Module, images: list[np.ndarray], size: tuple[int,
     """
     import cv2
 
+    from seglab.infer.runtimes import native_bf16
+
     x = torch.from_numpy(_inputs(images[:4], size, config))
     smooth = np.stack([cv2.GaussianBlur(g, (0, 0), size[0] / 32) for g in x.mean(1).numpy()])
     target = torch.zeros(len(x), 4, *size)
@@ -244,6 +265,7 @@ def _fit_bright(net: torch.nn.Module, images: list[np.ndarray], size: tuple[int,
     opt = torch.optim.Adam(net.parameters(), 1e-3)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     rng = np.random.default_rng(0)
+    bf16 = native_bf16()  # emulated bf16 (AVX2 only) is several times slower than fp32
     net.train()
     for _ in range(steps):
         xb, yb = x, target
@@ -251,7 +273,7 @@ def _fit_bright(net: torch.nn.Module, images: list[np.ndarray], size: tuple[int,
             cols = [int(rng.integers(0, (size[1] - crop) // 32 + 1)) * 32 for _ in x]
             xb = torch.stack([f[:, :, c:c + crop] for f, c in zip(x, cols, strict=True)])
             yb = torch.stack([t[:, :, c:c + crop] for t, c in zip(target, cols, strict=True)])
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits, classes = net(xb)
         # The classifier head learns which classes are present, as a trained one has.
         loss = bce(logits.float(), yb) + 0.4 * bce(classes.float(), yb.amax((2, 3)))

@@ -49,9 +49,9 @@ def export(
     record = run_export(model, samples=batch, formats=formats, min_dice=min_dice,
                         max_prob_diff=max_prob_diff, holdout=holdout)
     for name, r in record["backends"].items():
-        verdict = "ok" if r.get("passed") else "REFUSED"
+        verdict = "ok" if r.get("passed") else "skipped" if r.get("skipped") else "REFUSED"
         detail = (f"mask Dice {r['mask_dice']:.4f}, {r['ms_per_image']:.1f} ms/image"
-                  if "ms_per_image" in r else r.get("error", ""))
+                  if "ms_per_image" in r else r.get("error") or r.get("skipped", ""))
         if "heldout_mask_dice" in r:
             detail += f", held-out mask Dice {r['heldout_mask_dice']:.4f}"
         if r.get("fp32_convolutions"):
@@ -85,13 +85,17 @@ def backends(
         return
     typer.echo(f"export check on {record.get('timed_on') or 'an unrecorded CPU'}:")
     for name, r in record.get("backends", {}).items():
-        verdict = "passed" if r.get("passed") else f"refused ({r.get('refused_because', '')})"
+        verdict = ("passed" if r.get("passed") else
+                   f"not checked ({r['skipped']})" if r.get("skipped") else
+                   f"refused ({r.get('refused_because') or r.get('error', '')})")
         ms = f"{r['ms_per_image']:.1f} ms/image there" if "ms_per_image" in r else ""
         typer.echo(f"  {name:13s} {verdict} {ms}")
     here = timings_here(folder, record, retime=retime)
     typer.echo(f"this CPU: {here['cpu']}")
     for name, ms in here["ms_per_image"].items():
         typer.echo(f"  {name:13s} {ms:.1f} ms/image here" if ms is not None else f"  {name}")
+    for name, why in here.get("skipped", {}).items():
+        typer.echo(f"  {name:13s} not used here: {why}")
     typer.echo(f"auto picks {here['choice']} (speeds from: {here['source']})")
 
 

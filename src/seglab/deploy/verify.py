@@ -19,11 +19,13 @@ from seglab.infer.runtimes import (
     BACKENDS_FILE,
     FILES,
     INT8_FILE,
+    NO_NATIVE_BF16,
     ONNX_FILE,
     OV_INT8_FILE,
     TorchBackend,
     available,
     cpu_signature,
+    native_bf16,
     open_backend,
     sigmoid,
     time_backend,
@@ -110,6 +112,11 @@ def export(model_dir: str | os.PathLike[str], *,
     for name in sorted(formats, key=lambda n: n != "onnx"):
         if not available(name):
             results[name] = {"passed": False, "error": "runtime not installed"}
+            continue
+        if name.endswith("bf16") and not native_bf16():
+            # Checked here it would be fp32 (OpenVINO) or take an hour (emulated PyTorch):
+            # neither says how bf16 would do on a CPU that has it, so it is not recorded.
+            results[name] = {"passed": False, "skipped": NO_NATIVE_BF16}
             continue
         if name == "onnx-int8":
             quantize_int8(folder / ONNX_FILE, folder / INT8_FILE, calibration)

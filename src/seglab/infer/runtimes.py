@@ -176,18 +176,37 @@ _FEATURES = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_b
              "amx_int8", "amx_tile")
 
 
-def cpu_signature() -> str:
-    """This CPU as far as backend speed goes: model name, the features that matter and
-    the threads inference uses. Speed measured under another signature is not trusted."""
-    import platform
-
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's lines of /proc/cpuinfo (every core of one machine is the same
+    model); empty where there is no such file."""
     fields: dict[str, str] = {}
-    try:  # the first processor's lines: every core of one machine is the same model
+    try:
         for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines():
             key, _, value = line.partition(":")
             fields[key.strip()] = value.strip()
     except OSError:
         pass
+    return fields
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512_BF16 or AMX). Elsewhere bf16 is
+    no speed-up: PyTorch emulates it (a ResNet50 U-Net ran 107x slower than fp32 on an
+    AVX2-only AMD EPYC) and OpenVINO computes in fp32 instead."""
+    flags = set(_cpuinfo().get("flags", "").split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+NO_NATIVE_BF16 = ("this CPU has no native bf16 (AVX512_BF16 or AMX): PyTorch emulates it, "
+                  "many times slower than fp32, and OpenVINO computes fp32 instead")
+
+
+def cpu_signature() -> str:
+    """This CPU as far as backend speed goes: model name, the features that matter and
+    the threads inference uses. Speed measured under another signature is not trusted."""
+    import platform
+
+    fields = _cpuinfo()
     name = fields.get("model name") or platform.processor() or platform.machine()
     flags = set(fields.get("flags", "").split())
     features = " ".join(f for f in _FEATURES if f in flags) or "no-simd-flags"
@@ -227,25 +246,34 @@ def choose(folder: Path, requested: str = "auto", record: dict[str, Any] | None 
 def timings_here(folder: Path, record: dict[str, Any] | None = None,
                  net: torch.nn.Module | None = None, retime: bool = False) -> dict[str, Any]:
     """What ``auto`` decides on this machine and why: ``choice``, ``source`` ("export",
-    "cache", "timed here" or "not exported"), ``ms_per_image`` per passing backend."""
+    "cache", "timed here" or "not exported"), ``ms_per_image`` per passing backend, and
+    ``skipped``: passing backends this CPU cannot run fast, with the reason.
+
+    bf16 backends are skipped on a CPU without native bf16 (:func:`native_bf16`), by rule
+    rather than by timing: timing an emulated ``torch-bf16`` once would take minutes.
+    """
     record = read_checks(folder) if record is None else record
     checks = record.get("backends", {})
     passed = [name for name, c in checks.items() if c.get("passed") and available(name)]
+    skipped = {}
+    if not native_bf16():
+        skipped = {n: NO_NATIVE_BF16 for n in passed if n.endswith("bf16")}
+        passed = [n for n in passed if n not in skipped]
     here = cpu_signature()
     if len(passed) < 2:
         return {"choice": passed[0] if passed else "torch", "cpu": here,
-                "source": "export" if passed else "not exported",
+                "source": "export" if passed else "not exported", "skipped": skipped,
                 "ms_per_image": {n: checks[n].get("ms_per_image") for n in passed}}
     if record.get("timed_on") == here and not retime:
         ms = {n: checks[n]["ms_per_image"] for n in passed}
         return {"choice": min(ms, key=ms.__getitem__), "cpu": here, "source": "export",
-                "ms_per_image": ms}
+                "skipped": skipped, "ms_per_image": ms}
     cache = _cache_file(folder, record)
     if cache.is_file() and not retime:
         try:
             known = json.loads(cache.read_text(encoding="utf-8"))
             if known.get("cpu") == here and set(known["ms_per_image"]) == set(passed):
-                return {**known, "source": "cache"}
+                return {**known, "source": "cache", "skipped": skipped}
         except (json.JSONDecodeError, KeyError, TypeError):
             pass  # a damaged cache is re-timed, never trusted
     if net is None:
@@ -257,7 +285,7 @@ def timings_here(folder: Path, record: dict[str, Any] | None = None,
     ms = {n: round(1000 * time_backend(open_backend(n, net, folder), batch,
                                        min_seconds=TIMING_SECONDS), 3) for n in passed}
     result = {"choice": min(ms, key=ms.__getitem__), "cpu": here, "source": "timed here",
-              "ms_per_image": ms}
+              "skipped": skipped, "ms_per_image": ms}
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")
