@@ -11,9 +11,9 @@ ZOO_SCALE ?= -cpu
 ZOO_RUNS ?= runs/zoo
 ZOO_STEEL ?= steel-defects-long
 # ZOO_FP32=1: the bf16 stages (jewellery's third to fifth, steel's second, all three of
-# magnetic-tile's) in fp32, for CPUs without AVX512_BF16 or AMX (there bf16 autocast is
-# slower than fp32; with either it is 2-3x faster); with ZOO_STEEL=steel-defects steel's
-# first stage is fp32 too.
+# magnetic-tile's) in fp32 on any CPU (on CPUs without AVX512_BF16 or AMX seglab train
+# already runs them in fp32, as emulated bf16 autocast is ~100x slower; with either it is
+# 2-3x faster than fp32); with ZOO_STEEL=steel-defects steel's first stage is fp32 too.
 ZOO_FP32 ?=
 
 BROWSER := /usr/bin/chromium /usr/bin/chromedriver

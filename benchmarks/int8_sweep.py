@@ -67,6 +67,10 @@ def settings(names: list[str]) -> dict[str, dict[str, Any]]:
         "ranges: min/max without outliers": {"advanced_parameters": Adv(
             activations_range_estimator_params=Ranges.MEAN_NO_OUTLIERS_MINMAX)},
         "overflow fix off (VNNI)": {"advanced_parameters": Adv(overflow_fix=OverflowFix.DISABLE)},
+        # 7-bit weights everywhere: no int16 saturation in the dot products of CPUs without
+        # VNNI (AVX2, AVX-512 without VNNI), at some precision on every CPU.
+        "overflow fix on every layer (no VNNI)": {
+            "advanced_parameters": Adv(overflow_fix=OverflowFix.ENABLE)},
         "channel alignment on": {"advanced_parameters": Adv(disable_channel_alignment=False)},
         "fp32: segmentation head": keep_fp32("segmentation_head"),
         "fp32: head + last decoder block": keep_fp32("segmentation_head", "blocks.4"),
@@ -84,7 +88,8 @@ def settings(names: list[str]) -> dict[str, dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=80)
-    parser.add_argument("--only", default="", help="run the settings whose name contains this")
+    parser.add_argument("--only", default="", help="run the settings whose name contains "
+                        "this (several: separated by commas)")
     parser.add_argument("--accuracy-control", action="store_true",
                         help="also run seglab's per-layer fp32 fallback aiming at 0.997")
     args = parser.parse_args()
@@ -133,7 +138,7 @@ def main() -> None:
         names = [op.get_friendly_name() for op in core.read_model(str(onnx)).get_ops()
                  if op.get_type_name() in ("Convolution", "MatMul")]
         for name, kwargs in settings(names).items():
-            if args.only not in name:
+            if not any(part in name for part in args.only.split(",")):
                 continue
             row(name, nncf.quantize(core.read_model(str(onnx)), data, subset_size=8, **kwargs))
         if args.accuracy_control:

@@ -311,6 +311,7 @@ def bench_cutout(repeats: int) -> None:
         t = time.perf_counter()
         record = exporting.export(folder, samples=samples)
         print(f"cutout   export: {time.perf_counter() - t:.0f} s; " + ", ".join(
+            f"{k} skipped (no native bf16)" if v.get("skipped") else
             f"{k} {'ok' if v['passed'] else 'refused'} (Dice {v.get('mask_dice', 0):.4f})"
             for k, v in record["backends"].items()), flush=True)
         _time_request(payloads, folder, record, "512x512 request (a model fitted here)",

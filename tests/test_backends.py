@@ -64,7 +64,10 @@ def test_export_checks_every_backend_and_auto_picks_a_passing_one(model_dir):
     for name in ("onnx", "openvino"):  # fp32 arithmetic: the reference's masks
         assert results[name]["passed"] and results[name]["mask_dice"] >= 0.999, name
         assert results[name]["prob_diff_p999"] < 1e-3, name
-    for name in ("openvino-bf16", "torch-bf16", "onnx-int8", "openvino-int8"):
+    bf16 = ("openvino-bf16", "torch-bf16")
+    checked = (*bf16, "onnx-int8", "openvino-int8") if runtimes.native_bf16() else (
+        "onnx-int8", "openvino-int8")
+    for name in checked:
         r = results[name]  # reduced precision: close, and passed exactly when within tolerance
         assert r["passed"] == (r["mask_dice"] >= 0.995 and r["decision_flips"] == 0
                                and r["score_diff"] <= 0.02
@@ -73,7 +76,11 @@ def test_export_checks_every_backend_and_auto_picks_a_passing_one(model_dir):
     assert (record["calibration_samples"], record["heldout_samples"]) == (2, 2)
     assert all(0 < results[n]["heldout_mask_dice"] <= 1 for n in ("onnx-int8", "openvino-int8"))
     assert "heldout_mask_dice" not in results["onnx"]
-    assert min(results[n]["mask_dice"] for n in ("openvino-bf16", "torch-bf16")) >= 0.97
+    if runtimes.native_bf16():
+        assert min(results[n]["mask_dice"] for n in bf16) >= 0.97
+    else:  # this CPU has no bf16 in hardware: not checked, so never recorded as passed
+        assert all(results[n] == {"passed": False, "skipped": runtimes.NO_NATIVE_BF16}
+                   for n in bf16)
     int8 = results["openvino-int8"]
     assert int8["int8_convolutions"] > 0 and 0.5 < int8["plain_int8_mask_dice"] <= 1.0
     assert json.loads((folder / "backends.json").read_text())["backends"] == results
@@ -338,6 +345,47 @@ def test_auto_decides_speed_on_this_cpu_and_caches_the_choice(model_dir, tmp_pat
 
     out = CliRunner().invoke(app, ["backends", str(folder)]).output
     assert "Some Other CPU" in out and "auto picks onnx (speeds from: cache)" in out
+
+
+def test_without_native_bf16_export_skips_bf16_and_auto_never_picks_it(model_dir, tmp_path,
+                                                                       monkeypatch):
+    """On a CPU without AVX512_BF16 or AMX, bf16 is emulated (PyTorch: a forward pass
+    107x as long as fp32 on an AVX2-only AMD EPYC) or silently fp32 (OpenVINO): export
+    does not check it, and a bf16 backend that passed on a CPU with bf16 is neither timed
+    nor chosen here."""
+    import shutil
+
+    folder = shutil.copytree(model_dir[0], tmp_path / "m")
+    samples = exporting.sample_inputs(folder, model_dir[1])
+    monkeypatch.setattr(verify, "native_bf16", lambda: False)
+    opened: list[str] = []
+    real_open = verify.open_backend
+    monkeypatch.setattr(verify, "open_backend", lambda name, *a, **kw: (
+        opened.append(name), real_open(name, *a, **kw))[1])
+    record = exporting.export(folder, samples=samples, formats=["onnx", "torch-bf16"])
+    assert record.backends["torch-bf16"] == {"passed": False,
+                                             "skipped": runtimes.NO_NATIVE_BF16}
+    assert opened == ["onnx"]  # never run, so never timed
+    # The same folder as a CPU with bf16 in hardware left it: torch-bf16 passed, fastest.
+    data = json.loads((folder / "backends.json").read_text())
+    data["backends"]["torch-bf16"] = {**data["backends"]["onnx"], "ms_per_image": 0.01}
+    (folder / "backends.json").write_text(json.dumps(data))
+    monkeypatch.setenv("SEGLAB_CACHE", str(tmp_path / "cache"))
+    timed: list[str] = []
+    monkeypatch.setattr(runtimes, "time_backend",
+                        lambda backend, batch, **_: timed.append(backend.name) or 0.01)
+    monkeypatch.setattr(runtimes, "native_bf16", lambda: True)
+    assert runtimes.choose(folder) == "torch-bf16"  # there, and here with bf16 hardware
+    monkeypatch.setattr(runtimes, "native_bf16", lambda: False)
+    here = runtimes.timings_here(folder)
+    assert here["choice"] in ("torch", "onnx") and "torch-bf16" not in here["ms_per_image"]
+    assert here["skipped"] == {"torch-bf16": runtimes.NO_NATIVE_BF16} and not timed
+    from typer.testing import CliRunner
+
+    from seglab.cli import app
+
+    out = CliRunner().invoke(app, ["backends", str(folder)]).output
+    assert "torch-bf16    not used here: this CPU has no native bf16" in out
 
 
 def test_a_bilinear_decoder_exports_to_onnx_with_the_same_logits(model_dir, tmp_path):

@@ -231,6 +231,25 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     assert second["steps"] == 2 * first["steps"] and second["epochs_run"] == 2
 
 
+def test_bf16_recipe_trains_in_fp32_on_a_cpu_without_bf16(tmp_path, monkeypatch, capsys):
+    """The zoo's bf16 recipes were written on CPUs with AVX512_BF16 or AMX; elsewhere
+    PyTorch emulates bf16 (a forward pass 107x as long as fp32 on an AVX2-only AMD
+    EPYC), so training runs in fp32 there, says so, and the card records what it ran in."""
+    from seglab.models.folder import read_config
+    from seglab.training import trainer
+
+    monkeypatch.setattr(trainer, "native_bf16", lambda: False)
+    data = make_dataset(tmp_path / "strips", 8, seed=5, shape=(64, 400))
+    recipe = load_recipe("cpu-demo", {**TINY, "train": {**TINY["train"], "epochs": 1,
+                                                       "precision": "bf16-mixed"}})
+    trainer.train(recipe, data, tmp_path / "run", progress=False, accelerator="cpu")
+    assert read_config(tmp_path / "run" / "model").training["precision"] == "32"
+    assert "precision bf16-mixed asked, training in fp32" in capsys.readouterr().err
+    monkeypatch.setattr(trainer, "native_bf16", lambda: True)
+    assert trainer.train_precision("bf16-mixed", "cpu") == "bf16-mixed"
+    assert trainer.train_precision("32", "cpu") == "32"
+
+
 def test_lovasz_per_image_is_the_mean_of_each_images_loss():
     import torch
 

@@ -191,8 +191,8 @@ def _cpuinfo() -> dict[str, str]:
 
 def native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512_BF16 or AMX). Elsewhere bf16 is
-    no speed-up: PyTorch emulates it (a ResNet50 U-Net ran 107x slower than fp32 on an
-    AVX2-only AMD EPYC) and OpenVINO computes in fp32 instead."""
+    no speed-up: PyTorch emulates it (a ResNet50 U-Net's forward pass took 107x as long
+    as fp32 on an AVX2-only AMD EPYC) and OpenVINO computes in fp32 instead."""
     flags = set(_cpuinfo().get("flags", "").split())
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 

@@ -260,7 +260,8 @@ class TrainSpec(Strict):
     warmup_fraction: Fraction = 0.1
     loss: LossSpec = LossSpec()
     precision: Literal["32", "bf16-mixed"] = "32"
-    """``bf16-mixed`` autocasts to bfloat16 (fast on CPUs with AMX/AVX-512 BF16)."""
+    """``bf16-mixed`` autocasts to bfloat16 (2-3x fp32 on CPUs with AMX or AVX512_BF16; on
+    CPUs without either, where PyTorch emulates bf16, training runs in fp32 and says so)."""
     channels_last: bool = True
     """Channels-last tensors: faster convolutions on CPU with oneDNN."""
     monitor: Literal["auto", "dice", "dice_gated", "iou"] = "auto"

@@ -194,8 +194,8 @@ def train(recipe: Recipe, data: str | os.PathLike[str], out: str | os.PathLike[s
 def train_precision(asked: str, accelerator: str = "auto") -> str:
     """The precision training runs in: the recipe's, except bf16 on a CPU without bf16 in
     hardware, which trains in fp32 and says so. There PyTorch emulates bf16 (a ResNet50
-    U-Net ran 107x slower than fp32 on an AVX2-only AMD EPYC): a recipe written on a CPU
-    with AVX512_BF16 or AMX would otherwise run for days instead of hours."""
+    U-Net's forward pass took 107x as long as fp32 on an AVX2-only AMD EPYC): a recipe
+    written on a CPU with AVX512_BF16 or AMX would otherwise run for weeks, not hours."""
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     if asked.startswith("bf16") and on_cpu and not native_bf16():
         print(f"seglab train: precision {asked} asked, training in fp32 (32): {NO_NATIVE_BF16}",
