@@ -81,6 +81,7 @@ def test_export_checks_every_backend_and_auto_picks_a_passing_one(model_dir):
     else:  # this CPU has no bf16 in hardware: not checked, so never recorded as passed
         assert all(results[n] == {"passed": False, "skipped": runtimes.NO_NATIVE_BF16}
                    for n in bf16)
+    assert results["onnx-int8"]["weight_bits"] == 7  # no int16 saturation on any CPU
     int8 = results["openvino-int8"]
     assert int8["int8_convolutions"] > 0 and 0.5 < int8["plain_int8_mask_dice"] <= 1.0
     assert json.loads((folder / "backends.json").read_text())["backends"] == results
@@ -386,6 +387,31 @@ def test_without_native_bf16_export_skips_bf16_and_auto_never_picks_it(model_dir
 
     out = CliRunner().invoke(app, ["backends", str(folder)]).output
     assert "torch-bf16    not used here: this CPU has no native bf16" in out
+
+
+def test_onnx_int8_checked_with_8_bit_weights_is_not_trusted_without_vnni(model_dir, tmp_path,
+                                                                          monkeypatch):
+    """Without VNNI, ONNX Runtime's int8 sums saturate with 8-bit weights (steel-defects:
+    mask agreement 0.9982 with VNNI, 0.9886 on an AVX2-only CPU): a backends.json from
+    before 7-bit weights keeps onnx-int8 only where the CPU has VNNI."""
+    import shutil
+
+    folder = shutil.copytree(model_dir[0], tmp_path / "m")
+    exporting.export(folder, samples=exporting.sample_inputs(folder, model_dir[1]),
+                     formats=["onnx"])
+    data = json.loads((folder / "backends.json").read_text())
+    data["backends"]["onnx-int8"] = {**data["backends"]["onnx"], "ms_per_image": 0.01}
+    (folder / "backends.json").write_text(json.dumps(data))  # passed, fastest, 8-bit
+    monkeypatch.setenv("SEGLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(runtimes, "int8_dot_products", lambda: True)
+    assert runtimes.choose(folder) == "onnx-int8"
+    monkeypatch.setattr(runtimes, "int8_dot_products", lambda: False)
+    here = runtimes.timings_here(folder)
+    assert here["skipped"].get("onnx-int8") == runtimes.SATURATING_INT8
+    assert here["choice"] in ("torch", "onnx")
+    data["backends"]["onnx-int8"]["weight_bits"] = 7  # exported since: trusted everywhere
+    (folder / "backends.json").write_text(json.dumps(data))
+    assert runtimes.choose(folder) == "onnx-int8"
 
 
 def test_a_bilinear_decoder_exports_to_onnx_with_the_same_logits(model_dir, tmp_path):

@@ -13,7 +13,13 @@ import numpy as np
 import torch
 
 from seglab.data.files import write_text_atomic
-from seglab.deploy.convert import _remove, export_onnx, quantize_int8, quantize_openvino_int8
+from seglab.deploy.convert import (
+    INT8_WEIGHT_BITS,
+    _remove,
+    export_onnx,
+    quantize_int8,
+    quantize_openvino_int8,
+)
 from seglab.errors import ExportError, SeglabError
 from seglab.infer.runtimes import (
     BACKENDS_FILE,
@@ -146,6 +152,8 @@ def export(model_dir: str | os.PathLike[str], *,
                              backend, timing, min_seconds=TIMING_SECONDS) / len(timing)}
         if name == "openvino-int8":
             results[name].update(quantized)
+        elif name == "onnx-int8":
+            results[name]["weight_bits"] = INT8_WEIGHT_BITS
         if reasons and name.endswith("int8") and not keep_refused:
             _remove(folder / FILES[name])
         if name == "onnx" and reasons:

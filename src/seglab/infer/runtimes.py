@@ -197,6 +197,16 @@ def native_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+def int8_dot_products() -> bool:
+    """Whether this CPU adds int8 products in int32 (VNNI or AMX). Without it, ONNX
+    Runtime's int8 kernels saturate in int16 unless the weights have 7 bits."""
+    flags = set(_cpuinfo().get("flags", "").split())
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+SATURATING_INT8 = ("checked with 8-bit weights; this CPU has no VNNI, where ONNX Runtime's "
+                   "int8 sums saturate and the masks change: seglab export it again here")
+
 NO_NATIVE_BF16 = ("this CPU has no native bf16 (AVX512_BF16 or AMX): PyTorch emulates it, "
                   "many times slower than fp32, and OpenVINO computes fp32 instead")
 
@@ -250,7 +260,9 @@ def timings_here(folder: Path, record: dict[str, Any] | None = None,
     ``skipped``: passing backends this CPU cannot run fast, with the reason.
 
     bf16 backends are skipped on a CPU without native bf16 (:func:`native_bf16`), by rule
-    rather than by timing: timing an emulated ``torch-bf16`` once would take minutes.
+    rather than by timing: timing an emulated ``torch-bf16`` once would take minutes. So is
+    an ``onnx-int8`` checked with 8-bit weights on a CPU without VNNI, where its masks are
+    not those the check saw (:data:`seglab.deploy.convert.INT8_WEIGHT_BITS`).
     """
     record = read_checks(folder) if record is None else record
     checks = record.get("backends", {})
@@ -258,7 +270,10 @@ def timings_here(folder: Path, record: dict[str, Any] | None = None,
     skipped = {}
     if not native_bf16():
         skipped = {n: NO_NATIVE_BF16 for n in passed if n.endswith("bf16")}
-        passed = [n for n in passed if n not in skipped]
+    if "onnx-int8" in passed and checks["onnx-int8"].get("weight_bits", 8) > 7 and (
+            not int8_dot_products()):  # an export from before 7-bit weights
+        skipped["onnx-int8"] = SATURATING_INT8
+    passed = [n for n in passed if n not in skipped]
     here = cpu_signature()
     if len(passed) < 2:
         return {"choice": passed[0] if passed else "torch", "cpu": here,
