@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from seglab.cli import app as cli
@@ -97,9 +98,17 @@ def test_predict_on_ray_killed_part_way_resumes_to_the_local_result(shared_data,
     assert "broken.jpg" in again.stderr
     rows = log.read_text().splitlines()
     assert len(rows) == 40 and len({r for r in rows}) == 40  # nothing twice, nothing lost
-    local = CliRunner().invoke(cli, ["predict", "steel-defects", str(folder), "--out",
-                                     str(tmp_path / "local"), "--backend", "torch",
-                                     "--workers", "0"])
+    # The local reference computes as each Ray worker does: one thread, one image a batch.
+    # Other thread counts or batch sizes add in another order, and on an AVX2-only CPU one
+    # pixel of 40 strips sat close enough to 0.5 to flip.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = CliRunner().invoke(cli, ["predict", "steel-defects", str(folder), "--out",
+                                         str(tmp_path / "local"), "--backend", "torch",
+                                         "--workers", "0", "--batch-size", "1"])
+    finally:
+        torch.set_num_threads(threads)
     assert local.exit_code == 1
     for name in ("submission.csv", "summary.csv", "summary.jsonl"):
         assert (out / name).read_text() == (tmp_path / "local" / name).read_text()
