@@ -267,7 +267,7 @@ def timings_here(folder: Path, record: dict[str, Any] | None = None,
     record = read_checks(folder) if record is None else record
     checks = record.get("backends", {})
     passed = [name for name, c in checks.items() if c.get("passed") and available(name)]
-    skipped = {}
+    skipped: dict[str, str] = {}
     if not native_bf16():
         skipped = {n: NO_NATIVE_BF16 for n in passed if n.endswith("bf16")}
     if "onnx-int8" in passed and checks["onnx-int8"].get("weight_bits", 8) > 7 and (
