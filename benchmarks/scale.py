@@ -181,10 +181,9 @@ def main() -> None:
 
 
 def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
+    from seglab.infer.runtimes import cpuinfo
+
+    return cpuinfo().get("model name") or platform.machine()
 
 
 if __name__ == "__main__":

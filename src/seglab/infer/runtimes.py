@@ -22,6 +22,7 @@ backend="auto")`` then picks the fastest backend that passed.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -176,9 +177,10 @@ _FEATURES = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_b
              "amx_int8", "amx_tile")
 
 
-def _cpuinfo() -> dict[str, str]:
+@functools.cache
+def cpuinfo() -> dict[str, str]:
     """The first processor's lines of /proc/cpuinfo (every core of one machine is the same
-    model); empty where there is no such file."""
+    model), read once per process; empty where there is no such file."""
     fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines():
@@ -189,19 +191,21 @@ def _cpuinfo() -> dict[str, str]:
     return fields
 
 
+def _cpu_flags() -> set[str]:
+    return set(cpuinfo().get("flags", "").split())
+
+
 def native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512_BF16 or AMX). Elsewhere bf16 is
     no speed-up: PyTorch emulates it (a ResNet50 U-Net's forward pass took 107x as long
     as fp32 on an AVX2-only AMD EPYC) and OpenVINO computes in fp32 instead."""
-    flags = set(_cpuinfo().get("flags", "").split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def int8_dot_products() -> bool:
     """Whether this CPU adds int8 products in int32 (VNNI or AMX). Without it, ONNX
     Runtime's int8 kernels saturate in int16 unless the weights have 7 bits."""
-    flags = set(_cpuinfo().get("flags", "").split())
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 SATURATING_INT8 = ("checked with 8-bit weights; this CPU has no VNNI, where ONNX Runtime's "
@@ -216,9 +220,8 @@ def cpu_signature() -> str:
     the threads inference uses. Speed measured under another signature is not trusted."""
     import platform
 
-    fields = _cpuinfo()
-    name = fields.get("model name") or platform.processor() or platform.machine()
-    flags = set(fields.get("flags", "").split())
+    name = cpuinfo().get("model name") or platform.processor() or platform.machine()
+    flags = _cpu_flags()
     features = " ".join(f for f in _FEATURES if f in flags) or "no-simd-flags"
     return f"{name} | {features} | {torch.get_num_threads()} threads"
 

@@ -36,7 +36,7 @@ from seglab.data.datasets import (
     stratified_split,
 )
 from seglab.data.files import atomic_write, write_text_atomic
-from seglab.infer.runtimes import NO_NATIVE_BF16, native_bf16
+from seglab.infer.runtimes import NO_NATIVE_BF16, cpuinfo, native_bf16
 from seglab.models import folder as modelfolder
 from seglab.models.network import count_parameters
 from seglab.progress import lightning_refresh_rate
@@ -266,14 +266,7 @@ def _scalar(value: Any) -> float | None:
 
 def hardware() -> dict[str, Any]:
     """What the run actually ran on, for the model card."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpuinfo().get("model name") or platform.processor() or platform.machine()
     info: dict[str, Any] = {"cpu": cpu, "cpu_threads": torch.get_num_threads(),
                             "logical_cpus": os.cpu_count()}
     if torch.cuda.is_available():
