@@ -167,6 +167,30 @@ def test_int8_accuracy_control_is_skipped_on_models_too_large_to_rank(model_dir,
     assert info["int8_convolutions"] > 0 and (tmp_path / "q.xml").is_file()
 
 
+def test_int8_keeps_the_encoder_in_fp32_when_the_search_cannot_run(model_dir, tmp_path):
+    """Past ``max_ranked_ops`` (the EfficientNet-B3 U-Net's 293 operations) the one cheap
+    fallback is tried: the encoder in fp32, the decoder in int8. The better of it and plain
+    int8 is the model written, and the record says which and what each scored."""
+    import onnx
+
+    samples, logits, _ = _untrained_onnx(model_dir[1], tmp_path)
+    out = tmp_path / "q.xml"
+    info = exporting.quantize_openvino_int8(tmp_path / "m.onnx", out, samples, logits >= 0,
+                                           min_dice=1.0, max_gap=1.0, max_ranked_ops=1)
+    assert info["accuracy_control"].startswith(f"skipped: {info['quantized_operations']} ")
+    plain, scoped = info["plain_int8_mask_dice"], info["encoder_fp32_mask_dice"]
+    assert plain < 1.0 and scoped > plain  # the encoder's int8 flipped the pixels here
+    assert info["int8_part"] == "decoder (encoder kept in fp32)"
+    encoder_convs = sorted(n.name for n in onnx.load(tmp_path / "m.onnx").graph.node
+                           if n.op_type == "Conv" and "/encoder/" in n.name)
+    kept = info["fp32_convolutions"]  # OpenVINO's names: the ONNX name, maybe a suffix
+    assert encoder_convs and all(any(k.startswith(n) for k in kept) for n in encoder_convs)
+    assert info["int8_convolutions"] > 0  # the decoder's
+    run = runtimes.OpenVinoBackend(out, name="openvino-int8")
+    assert exporting.agreement(run(samples)[0] >= 0, logits >= 0) == pytest.approx(scoped,
+                                                                                    abs=1e-6)
+
+
 def test_export_refuses_a_model_that_disagrees(model_dir, tmp_path, monkeypatch):
     folder, strips = model_dir
     samples = exporting.sample_inputs(folder, strips)

@@ -54,7 +54,9 @@ def export(
                   if "ms_per_image" in r else r.get("error") or r.get("skipped", ""))
         if "heldout_mask_dice" in r:
             detail += f", held-out mask Dice {r['heldout_mask_dice']:.4f}"
-        if r.get("fp32_convolutions"):
+        if r.get("int8_part"):
+            detail += f", int8 in the {r['int8_part']}"
+        elif r.get("fp32_convolutions"):
             detail += f", {len(r['fp32_convolutions'])} convolutions kept in fp32"
         if r.get("refused_because"):
             detail += f" ({r['refused_because']})"
