@@ -125,6 +125,7 @@ def test_int8_falls_back_to_fp32_layers_until_masks_agree(model_dir, tmp_path):
     info = exporting.quantize_openvino_int8(tmp_path / "m.onnx", out, samples, logits >= 0,
                                            min_dice=1.0, max_reverted=3, max_gap=1.0)
     assert info["plain_int8_mask_dice"] < 1.0  # plain int8 flips pixels on this model
+    assert "int8_part" not in info  # the search's model beat the encoder-in-fp32 fallback
     assert len(info["fp32_convolutions"]) >= 1 and info["int8_convolutions"] > 0
     assert out.is_file() and out.with_suffix(".bin").is_file()
     assert not list(tmp_path.glob(".q*"))  # no temporary file left
@@ -144,6 +145,7 @@ def test_int8_fallback_also_holds_the_class_probabilities(model_dir, tmp_path):
         reference_scores=scores, max_prob_diff=1e-4, prob_margin=1.0, max_reverted=3)
     assert info["plain_int8_mask_dice"] >= 0.5  # masks alone would have passed plain int8
     assert info["plain_int8_prob_moved"] > 1e-4  # ... but the probabilities moved
+    assert "int8_part" not in info
     assert len(info["fp32_convolutions"]) >= 1 and info["int8_convolutions"] > 0
     run = runtimes.OpenVinoBackend(out, name="openvino-int8")
     moved = float(np.abs(runtimes.sigmoid(run(samples)[1]) - scores).max())
@@ -373,7 +375,7 @@ def test_auto_decides_speed_on_this_cpu_and_caches_the_choice(model_dir, tmp_pat
 
 
 def test_without_native_bf16_export_skips_bf16_and_auto_never_picks_it(model_dir, tmp_path,
-                                                                       monkeypatch):
+                                                                       monkeypatch, capsys):
     """On a CPU without AVX512_BF16 or AMX, bf16 is emulated (PyTorch: a forward pass
     107x as long as fp32 on an AVX2-only AMD EPYC) or silently fp32 (OpenVINO): export
     does not check it, and a bf16 backend that passed on a CPU with bf16 is neither timed
@@ -411,6 +413,11 @@ def test_without_native_bf16_export_skips_bf16_and_auto_never_picks_it(model_dir
 
     out = CliRunner().invoke(app, ["backends", str(folder)]).output
     assert "torch-bf16    not used here: this CPU has no native bf16" in out
+    capsys.readouterr()
+    load_model(folder, backend="onnx")
+    assert "warning" not in capsys.readouterr().err
+    load_model(folder, backend="torch-bf16")  # named by the user: runs, with the reason
+    assert f"warning: backend torch-bf16: {runtimes.NO_NATIVE_BF16}" in capsys.readouterr().err
 
 
 def test_onnx_int8_checked_with_8_bit_weights_is_not_trusted_without_vnni(model_dir, tmp_path,

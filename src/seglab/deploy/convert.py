@@ -109,8 +109,8 @@ def quantize_openvino_int8(fp32: Path, out: Path, calibration: np.ndarray,
     not suffice (ResNet50 U-Net, 87 operations: 11 min at 256x1600 on 2 cores; the
     EfficientNet-B3 U-Net, 293: 7 min per ranking pass at 512x512, more than an
     hour in all). Where the search cannot run (too many operations, or masks too far
-    off), one cheaper fallback is tried instead: the encoder kept in fp32 and only the
-    decoder in int8 (:data:`ENCODER_NODES`), kept when it scores higher than plain int8.
+    off) or still falls short, one cheap fallback is tried last: the encoder kept in fp32
+    and only the decoder in int8 (:data:`ENCODER_NODES`), kept when it scores higher.
     """
     import nncf
     import openvino as ov
@@ -136,9 +136,11 @@ def quantize_openvino_int8(fp32: Path, out: Path, calibration: np.ndarray,
                 moved = max(moved, float(np.abs(probs - ref_score).max(initial=0.0)))
         return agreement(np.concatenate(masks), np.concatenate(refs)), moved
 
-    def score(compiled: Any, items: Any) -> float:
-        dice, moved = measure(compiled, items)
+    def score_of(dice: float, moved: float) -> float:
         return min(dice, 1.0 - (1.0 - target) * moved / limit)
+
+    def score(compiled: Any, items: Any) -> float:
+        return score_of(*measure(compiled, items))
 
     core = ov.Core()
     items = [(calibration[i:i + 1], reference_masks[i:i + 1],
@@ -154,29 +156,30 @@ def quantize_openvino_int8(fp32: Path, out: Path, calibration: np.ndarray,
                   if op.get_type_name() == "FakeQuantize" for c in op.output(0).get_target_inputs()
                   if c.get_node().get_type_name() != "FakeQuantize"})
     info["quantized_operations"] = ranked
-    short = dice < target or moved > limit
+    best = score_of(dice, moved)
     searchable = min_dice - max_gap <= dice and ranked <= max_ranked_ops
-    if short and not searchable:
-        info["accuracy_control"] = (
-            f"skipped: {ranked} quantised operations > {max_ranked_ops} (its ranking would "
-            "take too long)" if ranked > max_ranked_ops else
-            f"skipped: plain int8 masks agree {dice:.4f}, more than {max_gap} under {min_dice}")
-        scoped = nncf.quantize(core.read_model(str(fp32)), data, subset_size=len(items),
-                               ignored_scope=nncf.IgnoredScope(patterns=[ENCODER_NODES],
-                                                               validate=False))
-        scoped_dice, scoped_moved = measure(core.compile_model(scoped, "CPU", config), items)
-        info.update(encoder_fp32_mask_dice=round(scoped_dice, 6),
-                    encoder_fp32_prob_moved=round(scoped_moved, 6))
-        if (min(scoped_dice, 1.0 - (1.0 - target) * scoped_moved / limit)
-                > min(dice, 1.0 - (1.0 - target) * moved / limit)):
-            quantized, info["int8_part"] = scoped, "decoder (encoder kept in fp32)"
-    elif short:
+    if best < target and searchable:
         info["accuracy_control"] = "ran"
         quantized = nncf.quantize_with_accuracy_control(
             core.read_model(str(fp32)), data, data, score, max_drop=1.0 - target,
             drop_type=nncf.DropType.ABSOLUTE, subset_size=len(items),
             advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
                 max_num_iterations=max_reverted))
+        best = score(core.compile_model(quantized, "CPU", config), items)
+    elif best < target:
+        info["accuracy_control"] = (
+            f"skipped: {ranked} quantised operations > {max_ranked_ops} (its ranking would "
+            "take too long)" if ranked > max_ranked_ops else
+            f"skipped: plain int8 masks agree {dice:.4f}, more than {max_gap} under {min_dice}")
+    if best < target:  # the cheap structural fallback: only the decoder in int8
+        scoped = nncf.quantize(core.read_model(str(fp32)), data, subset_size=len(items),
+                               ignored_scope=nncf.IgnoredScope(patterns=[ENCODER_NODES],
+                                                               validate=False))
+        scoped_dice, scoped_moved = measure(core.compile_model(scoped, "CPU", config), items)
+        info.update(encoder_fp32_mask_dice=round(scoped_dice, 6),
+                    encoder_fp32_prob_moved=round(scoped_moved, 6))
+        if score_of(scoped_dice, scoped_moved) > best:
+            quantized, info["int8_part"] = scoped, "decoder (encoder kept in fp32)"
     convs = [op for op in quantized.get_ops() if op.get_type_name() == "Convolution"]
     kept = sorted(op.get_friendly_name() for op in convs
                   if op.input_value(0).get_node().get_type_name() != "FakeQuantize")

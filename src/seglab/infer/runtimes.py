@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -127,6 +128,10 @@ def open_backend(name: str, net: torch.nn.Module, folder: Path,
     """The backend ``name`` for a model folder (exported files must exist)."""
     if name not in NAMES:
         raise SeglabError(f"unknown backend {name!r}; choose one of {', '.join(NAMES)} or auto")
+    if name.endswith("bf16") and str(device) == "cpu" and not native_bf16():
+        # Named by the user (auto never picks these here): run it, but say why it is slow.
+        print(f"warning: backend {name}: {NO_NATIVE_BF16}; --backend auto picks the fastest "
+              "checked backend here", file=sys.stderr, flush=True)
     if name in ("torch", "torch-bf16"):
         return TorchBackend(net, bf16=name == "torch-bf16", device=device)
     if not available(name):
